@@ -1,0 +1,147 @@
+"""The NumPy backend: BLAS GEMMs plus the Numba row kernels, cache-blocked and threaded."""
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from threadpoolctl import ThreadpoolController
+
+from fastsoftmax.kernels import cpu as kernels
+
+# Row blocks are sized so that a block of X (about 1 MiB) and its logits (at most
+# 4 MiB) stay in this core's L2/L3 between the two GEMMs: X is read from memory
+# once per pass instead of twice, which is what matters when n_classes is small and
+# both GEMMs are bound by reading X.  Measured on a 2-core EPYC (2 MiB L2): blocks
+# of 512 to 4096 rows are within 5% of each other at D=256, C=20.
+_X_BLOCK_BYTES = 1 << 20
+_Z_BLOCK_BYTES = 1 << 22
+_MIN_BLOCK_ROWS, _MAX_BLOCK_ROWS = 32, 8192
+
+
+def _default_n_threads() -> int:
+    env = os.environ.get("FASTSOFTMAX_NUM_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class NumpyBackend:
+    """CPU backend on NumPy arrays.
+
+    One pass splits the rows into ``n_threads`` contiguous ranges, one per worker
+    thread.  Each worker walks its range in cache-sized blocks: ``Z = X_b @ W``
+    (single-threaded BLAS), the fused row kernel turns ``Z`` into ``G`` in place,
+    then ``dW_t += X_b.T @ G`` while ``X_b`` is still in cache.  Workers keep their
+    own ``dW_t``, ``db_t``; the sum over workers is taken in a fixed order, so a
+    result depends only on the data and ``n_threads``, never on timing.
+
+    Parameters
+    ----------
+    n_threads : int, optional
+        Worker threads; defaults to the CPUs this process may run on, or to the
+        ``FASTSOFTMAX_NUM_THREADS`` environment variable.
+    """
+
+    name = "cpu"
+
+    def __init__(self, n_threads=None):
+        self.n_threads = _default_n_threads() if n_threads is None else int(n_threads)
+        if self.n_threads < 1:
+            raise ValueError(f"n_threads must be at least 1, got {n_threads}")
+        self._pool = None
+        self._pool_lock = threading.Lock()
+        self._blas = None
+
+    def __getstate__(self):
+        return {"n_threads": self.n_threads}
+
+    def __setstate__(self, state):
+        self.__init__(state["n_threads"])
+
+    def __repr__(self):
+        return f"NumpyBackend(n_threads={self.n_threads})"
+
+    # -- arrays -------------------------------------------------------------------
+    def asarray(self, a, dtype=None):
+        return np.ascontiguousarray(a, dtype=dtype)
+
+    def to_host(self, a):
+        return np.asarray(a)
+
+    def zeros(self, shape, dtype):
+        return np.zeros(shape, dtype=dtype)
+
+    # -- maths --------------------------------------------------------------------
+    def logits(self, X, W, b):
+        Z = X @ W
+        Z += b
+        return Z
+
+    def softmax(self, X, W, b, log=False):
+        Z = X @ W
+        kernel = kernels.log_softmax_ if log else kernels.softmax_
+        self._map_row_ranges(len(Z), lambda lo, hi: kernel(Z[lo:hi], b))
+        return Z
+
+    def loss_grad_accumulate_(self, X, y, scale, W, b, dW, db):
+        n_rows, n_features = X.shape
+        n_classes = W.shape[1]
+        block_rows = self._block_rows(n_features, n_classes, X.dtype.itemsize)
+
+        def work(lo, hi, first):
+            # The first worker accumulates straight into the caller's buffers.
+            dW_t = dW if first else np.zeros_like(dW)
+            db_t = db if first else np.zeros_like(db)
+            Z_buf = np.empty((min(block_rows, hi - lo), n_classes), dtype=X.dtype)
+            XtG = np.empty_like(dW)
+            loss = 0.0
+            for start in range(lo, hi, block_rows):
+                stop = min(start + block_rows, hi)
+                X_b, Z = X[start:stop], Z_buf[: stop - start]
+                np.matmul(X_b, W, out=Z)
+                loss += kernels.softmax_xent_grad_(Z, b, y[start:stop], scale[start:stop], db_t)
+                np.matmul(X_b.T, Z, out=XtG)
+                dW_t += XtG
+            return loss, dW_t, db_t
+
+        results = self._map_row_ranges(n_rows, work, pass_first=True)
+        loss = 0.0
+        for part_loss, dW_t, db_t in results:
+            loss += part_loss
+            if dW_t is not dW:
+                dW += dW_t
+                db += db_t
+        return loss
+
+    # -- threading ----------------------------------------------------------------
+    @staticmethod
+    def _block_rows(n_features, n_classes, itemsize):
+        rows = min(_X_BLOCK_BYTES // (n_features * itemsize), _Z_BLOCK_BYTES // (n_classes * itemsize))
+        return int(np.clip(rows, _MIN_BLOCK_ROWS, _MAX_BLOCK_ROWS))
+
+    def _map_row_ranges(self, n_rows, fn, pass_first=False):
+        """Run ``fn(lo, hi[, first])`` on contiguous row ranges, one per worker thread."""
+        n_parts = max(1, min(self.n_threads, n_rows // _MIN_BLOCK_ROWS))
+        bounds = np.linspace(0, n_rows, n_parts + 1).astype(np.int64)
+        args = [(int(bounds[k]), int(bounds[k + 1])) + ((k == 0,) if pass_first else ()) for k in range(n_parts)]
+        if n_parts == 1:
+            return [fn(*args[0])]
+        # BLAS gets one thread per worker: our workers already fill the cores, and
+        # OpenBLAS's own threads on top of them would only contend.
+        with self._blas_controller().limit(limits=1, user_api="blas"):
+            futures = [self._thread_pool().submit(fn, *a) for a in args]
+            return [f.result() for f in futures]
+
+    def _thread_pool(self):
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.n_threads, thread_name_prefix="fastsoftmax")
+            return self._pool
+
+    def _blas_controller(self):
+        if self._blas is None:
+            self._blas = ThreadpoolController()
+        return self._blas

@@ -1,0 +1,447 @@
+"""SoftmaxClassifier: the scikit-learn estimator around the objective and solvers."""
+import copy
+import functools
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .backends import get_backend
+from .objective import SoftmaxObjective
+from .params import validate_params
+from .solvers import UPDATE_RULES, MinibatchConfig, get_solver
+from .solvers.minibatch import MinibatchState
+from .validation import check_dtype, check_sample_weight
+
+MINIBATCH_SOLVERS = ("sgd", "adam")
+
+
+def _all_or_nothing(method):
+    """Restore the estimator's attributes if ``method`` raises: no half-updated model."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        saved = dict(self.__dict__)
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+
+    return wrapper
+
+
+class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
+    """Softmax regression (multinomial logistic regression) with an L2 penalty.
+
+    Minimises the weighted mean cross-entropy plus ``alpha / 2 * ||coef_||^2``::
+
+        L(W, b) = (1/s) sum_i s_i (logsumexp(z_i) - z_i[y_i]) + (alpha/2) ||W||_F^2
+
+    where ``z_i = x_i W + b``, ``s_i`` is the sample weight times the class weight of
+    ``y_i`` and ``s = sum_i s_i``.  The intercept is not penalised.  With
+    ``solver="lbfgs"`` and ``dtype="float64"`` the optimum is scikit-learn's
+    ``LogisticRegression(C=1 / (alpha * s))`` for three or more classes; for two
+    classes LogisticRegression fits one weight vector ``w = coef_[1] - coef_[0]``,
+    which is the same model at ``C = 2 / (alpha * s)``.
+
+    Parameters
+    ----------
+    alpha : float, default=1e-4
+        L2 strength on the weights.
+    fit_intercept : bool, default=True
+    solver : {"lbfgs", "sgd", "adam"}, default="lbfgs"
+        "lbfgs" is full-batch and converges to the exact optimum; "sgd" and "adam"
+        take minibatch steps and suit data too large for many full passes.
+    max_iter : int, default=100
+        Iterations (lbfgs) or epochs (sgd, adam).
+    tol : float, default=1e-4
+        lbfgs stops when every gradient entry is at most ``tol``; the minibatch
+        solvers stop when the loss fails to improve by ``tol`` for
+        ``n_iter_no_change`` epochs.
+    batch_size : int, default=1024
+        Minibatch rows (sgd, adam).
+    learning_rate : {"constant", "invscaling", "adaptive", "cosine"}, default="constant"
+        Schedule of the step size over epochs: ``learning_rate_init`` throughout;
+        divided by ``(epoch + 1) ** power_t``; divided by 5 whenever the loss stalls
+        for ``n_iter_no_change`` epochs; or cosine-annealed to zero at ``max_iter``.
+    learning_rate_init : float, default=0.01
+    power_t : float, default=0.5
+        Exponent of the "invscaling" schedule.
+    momentum : float, default=0.9
+        SGD momentum.
+    nesterov : bool, default=True
+        Nesterov momentum for SGD.
+    beta_1, beta_2, epsilon : float, default=0.9, 0.999, 1e-8
+        Adam's moment decay rates and denominator guard.
+    class_weight : None, "balanced" or dict, default=None
+        Weight per class, multiplied into the sample weights; "balanced" uses
+        ``n_samples / (n_classes * bincount(y))``.
+    backend : {"auto", "cpu", "cuda"}, default="auto"
+    dtype : {"float32", "float64"}, default="float32"
+        Precision of data and parameters during fitting and prediction.
+    random_state : int, RandomState or None, default=None
+        Seeds minibatch shuffling and the validation split.
+    verbose : int, default=0
+        1 shows a progress bar per iteration or epoch with the current loss.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data (stratified), stop
+        when its loss stalls, and keep the best parameters seen on it (sgd, adam).
+    validation_fraction : float, default=0.1
+    n_iter_no_change : int, default=10
+    shuffle : bool, default=True
+        Reshuffle the rows every epoch (sgd, adam).
+    warm_start : bool, default=False
+        Start ``fit`` from the previous solution (same classes and features).
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    coef_ : ndarray of shape (n_classes, n_features)
+    intercept_ : ndarray of shape (n_classes,)
+    n_iter_ : int
+        Iterations or epochs of the last fit (summed over ``partial_fit`` calls).
+    loss_curve_ : list of float
+        Objective after each iteration (lbfgs) or epoch mean (sgd, adam).
+    validation_loss_curve_ : list of float
+        Validation loss per epoch, with ``early_stopping``.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Only when X had string column names (a DataFrame).
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from fastsoftmax import SoftmaxClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = SoftmaxClassifier(alpha=1e-3, dtype="float64").fit(X, y)
+    >>> clf.predict_proba(X[:2]).shape
+    (2, 3)
+    >>> clf.score(X, y) > 0.95
+    True
+    """
+
+    def __init__(
+        self,
+        alpha=1e-4,
+        *,
+        fit_intercept=True,
+        solver="lbfgs",
+        max_iter=100,
+        tol=1e-4,
+        batch_size=1024,
+        learning_rate="constant",
+        learning_rate_init=0.01,
+        power_t=0.5,
+        momentum=0.9,
+        nesterov=True,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        class_weight=None,
+        backend="auto",
+        dtype="float32",
+        random_state=None,
+        verbose=0,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        shuffle=True,
+        warm_start=False,
+    ):
+        self.alpha = alpha
+        self.fit_intercept = fit_intercept
+        self.solver = solver
+        self.max_iter = max_iter
+        self.tol = tol
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.class_weight = class_weight
+        self.backend = backend
+        self.dtype = dtype
+        self.random_state = random_state
+        self.verbose = verbose
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.shuffle = shuffle
+        self.warm_start = warm_start
+
+    # -- fitting --------------------------------------------------------------------
+    @_all_or_nothing
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to ``X, y``, replacing any previous fit (unless warm_start).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+            Labels of any hashable, sortable type (ints, strings, ...).
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weights.
+
+        Returns
+        -------
+        self
+        """
+        validate_params(self.get_params(deep=False))
+        if self.early_stopping and self.solver not in MINIBATCH_SOLVERS:
+            raise ValueError(f"early_stopping=True needs a minibatch solver {MINIBATCH_SOLVERS}, not solver={self.solver!r}")
+        previous = self._fitted_params_if_warm()
+        dtype = check_dtype(self.dtype)
+        X, y = validate_data(self, X, y, dtype=dtype, order="C", ensure_min_samples=1, y_numeric=False)
+        check_classification_targets(y)
+        classes, y_idx = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(
+                f"SoftmaxClassifier needs samples of at least 2 classes; y holds only the class {classes[0]!r}"
+            )
+        sw = self._combined_weight(sample_weight, classes, y_idx, X.shape[0], dtype)
+        backend = get_backend(self.backend)
+        if previous is not None and previous[0].shape[0] != X.shape[1]:
+            raise ValueError(
+                f"warm_start=True but X has {X.shape[1]} features while the model has {previous[0].shape[0]}"
+            )
+        if previous is not None and not np.array_equal(previous[2], classes):
+            raise ValueError(
+                f"warm_start=True but y has classes {classes.tolist()} while the model has {previous[2].tolist()}"
+            )
+        rng = check_random_state(self.random_state)
+        train, validation = self._objectives(backend, X, y_idx, sw, len(classes), rng)
+        params0 = train.init_params() if previous is None else previous[:2]
+        result = self._run_solver(train, params0, validation, self._new_minibatch_state(rng), stop_early=True)
+        self._store(backend, result, classes)
+        self.n_iter_ = result.n_iter
+        self.loss_curve_ = list(result.loss_curve)
+        if self.early_stopping:
+            self.validation_loss_curve_ = list(result.validation_loss_curve)
+        return self
+
+    @_all_or_nothing
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """Run one epoch of the minibatch solver on ``X, y``, continuing the fit.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        classes : array-like of shape (n_classes,), optional
+            Every label the model will ever see; required on the first call.
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        self
+        """
+        validate_params(self.get_params(deep=False))
+        if self.solver not in MINIBATCH_SOLVERS:
+            raise ValueError(f"partial_fit needs solver in {MINIBATCH_SOLVERS}; this model has solver={self.solver!r}")
+        if self.class_weight == "balanced":
+            raise ValueError("class_weight='balanced' needs the whole data set; pass a dict to use partial_fit")
+        first_call = not hasattr(self, "classes_")
+        if first_call and classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit")
+        dtype = check_dtype(self.dtype) if first_call else self.coef_.dtype.type
+        if classes is not None:
+            classes = np.unique(np.asarray(classes))
+            if len(classes) < 2:
+                raise ValueError(f"classes must hold at least 2 labels, got {classes.tolist()}")
+            if not first_call and not np.array_equal(classes, self.classes_):
+                raise ValueError(f"classes={classes.tolist()} differs from the first call's {self.classes_.tolist()}")
+        else:
+            classes = self.classes_
+        X, y = validate_data(self, X, y, dtype=dtype, order="C", ensure_min_samples=1, reset=first_call)
+        check_classification_targets(y)
+        unknown = np.setdiff1d(np.unique(y), classes)
+        if unknown.size:
+            raise ValueError(f"y holds labels {unknown.tolist()} that are not in classes {classes.tolist()}")
+        y_idx = np.searchsorted(classes, y)
+        sw = self._combined_weight(sample_weight, classes, y_idx, X.shape[0], dtype)
+        backend = get_backend(self.backend)
+        if first_call:
+            state = self._new_minibatch_state(check_random_state(self.random_state))
+        else:
+            # Work on a copy, so that a failure leaves the committed state untouched.
+            state = copy.deepcopy(self._minibatch_state)
+        train = SoftmaxObjective(
+            backend, backend.asarray(X), backend.asarray(y_idx), backend.asarray(sw), len(classes),
+            float(self.alpha), bool(self.fit_intercept),
+        )
+        params0 = train.init_params() if first_call else self._backend_params(backend)
+        result = self._run_solver(train, params0, None, state, stop_early=False, max_iter=1)
+        self._store(backend, result, classes)
+        self.n_iter_ = (0 if first_call else self.n_iter_) + result.n_iter
+        self.loss_curve_ = ([] if first_call else self.loss_curve_) + list(result.loss_curve)
+        return self
+
+    def _combined_weight(self, sample_weight, classes, y_idx, n_samples, dtype):
+        sw = check_sample_weight(sample_weight, n_samples, np.float64)
+        if self.class_weight is not None:
+            unknown = (
+                set(self.class_weight) - set(classes.tolist()) if isinstance(self.class_weight, dict) else set()
+            )
+            if unknown:
+                raise ValueError(f"class_weight names labels {sorted(map(str, unknown))} that are not in y")
+            present = np.unique(y_idx)
+            per_class = np.ones(len(classes))
+            per_class[present] = compute_class_weight(self.class_weight, classes=classes[present], y=classes[y_idx])
+            sw = sw * per_class[y_idx]
+            if not sw.any():
+                raise ValueError("sample_weight times class_weight sums to zero; no sample carries weight")
+        return sw.astype(dtype)
+
+    def _objectives(self, backend, X, y_idx, sw, n_classes, rng):
+        """Training objective, and a validation objective with early stopping."""
+        alpha, fit_intercept = float(self.alpha), bool(self.fit_intercept)
+        if not self.early_stopping:
+            return SoftmaxObjective(
+                backend, backend.asarray(X), backend.asarray(y_idx), backend.asarray(sw), n_classes, alpha, fit_intercept
+            ), None
+        counts = np.bincount(y_idx, minlength=n_classes)
+        stratify = y_idx if counts.min() >= 2 else None
+        train_rows, val_rows = train_test_split(
+            np.arange(len(y_idx)), test_size=self.validation_fraction, random_state=rng, stratify=stratify
+        )
+        objectives = []
+        for rows in (np.sort(train_rows), np.sort(val_rows)):
+            objectives.append(
+                SoftmaxObjective(
+                    backend, backend.asarray(X[rows]), backend.asarray(y_idx[rows]), backend.asarray(sw[rows]),
+                    n_classes, alpha, fit_intercept,
+                )
+            )
+        return tuple(objectives)
+
+    def _new_minibatch_state(self, rng):
+        if self.solver == "sgd":
+            update = UPDATE_RULES["sgd"](momentum=self.momentum, nesterov=self.nesterov)
+        else:
+            update = UPDATE_RULES["adam"](beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
+        return MinibatchState(update=update, rng=rng)
+
+    def _run_solver(self, train, params0, validation, state, *, stop_early, max_iter=None):
+        solver = get_solver(self.solver)
+        config = MinibatchConfig(
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            learning_rate_init=self.learning_rate_init,
+            power_t=self.power_t,
+            n_iter_no_change=self.n_iter_no_change,
+            shuffle=self.shuffle,
+        )
+        result = solver(
+            train,
+            params0,
+            max_iter=max_iter or self.max_iter,
+            tol=self.tol,
+            verbose=self.verbose,
+            config=config,
+            state=state,
+            validation=validation,
+            stop_early=stop_early,
+        )
+        if stop_early and not result.converged:
+            warnings.warn(
+                f"SoftmaxClassifier(solver={self.solver!r}) did not converge in max_iter={self.max_iter}: "
+                f"{result.message}. Increase max_iter or loosen tol.",
+                ConvergenceWarning,
+                stacklevel=4,
+            )
+        return result
+
+    def _store(self, backend, result, classes):
+        W, b = (backend.to_host(p) for p in result.params)
+        if not (np.all(np.isfinite(W)) and np.all(np.isfinite(b))):
+            raise FloatingPointError("the fit produced non-finite parameters; lower learning_rate_init")
+        self.classes_ = classes
+        self.coef_ = np.ascontiguousarray(W.T)
+        self.intercept_ = b.copy()
+        self._minibatch_state = result.state
+
+    def _fitted_params_if_warm(self):
+        if not (self.warm_start and hasattr(self, "coef_")):
+            return None
+        backend = get_backend(self.backend)
+        dtype = check_dtype(self.dtype)
+        W = backend.asarray(self.coef_.T, dtype)
+        b = backend.asarray(self.intercept_, dtype)
+        return W, b, self.classes_
+
+    def _backend_params(self, backend):
+        return backend.asarray(self.coef_.T, self.coef_.dtype), backend.asarray(self.intercept_)
+
+    # -- prediction -----------------------------------------------------------------
+    def _check_predict_input(self, X):
+        check_is_fitted(self, "coef_")
+        return validate_data(self, X, dtype=self.coef_.dtype.type, order="C", reset=False)
+
+    def decision_function(self, X):
+        """Logits ``X @ coef_.T + intercept_``.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes), or (n_samples,) for two classes
+            For two classes, the margin of the second class over the first, as
+            scikit-learn's binary classifiers return it.
+        """
+        X = self._check_predict_input(X)
+        backend = get_backend(self.backend)
+        W, b = self._backend_params(backend)
+        Z = backend.to_host(backend.logits(backend.asarray(X), W, b))
+        return Z[:, 1] - Z[:, 0] if len(self.classes_) == 2 else Z
+
+    def predict_proba(self, X):
+        """Class probabilities, of shape (n_samples, n_classes), in ``classes_`` order."""
+        X = self._check_predict_input(X)
+        backend = get_backend(self.backend)
+        W, b = self._backend_params(backend)
+        return backend.to_host(backend.softmax(backend.asarray(X), W, b))
+
+    def predict_log_proba(self, X):
+        """Log of :meth:`predict_proba`, computed without underflow."""
+        X = self._check_predict_input(X)
+        backend = get_backend(self.backend)
+        W, b = self._backend_params(backend)
+        return backend.to_host(backend.softmax(backend.asarray(X), W, b, log=True))
+
+    def predict(self, X):
+        """Most probable class label for each row of ``X``."""
+        X = self._check_predict_input(X)
+        backend = get_backend(self.backend)
+        W, b = self._backend_params(backend)
+        Z = backend.to_host(backend.logits(backend.asarray(X), W, b))
+        return self.classes_[np.argmax(Z, axis=1)]
+
+    # -- persistence ----------------------------------------------------------------
+    def save(self, path):
+        """Write the fitted model to a portable ``.npz`` file (no pickle inside).
+
+        See :func:`fastsoftmax.persistence.save_model`.
+        """
+        from .persistence import save_model
+
+        save_model(self, path)
+
+    @classmethod
+    def load(cls, path):
+        """Read a model written by :meth:`save`, validating every field.
+
+        See :func:`fastsoftmax.persistence.load_model`.
+        """
+        from .persistence import load_model
+
+        return load_model(path, cls)

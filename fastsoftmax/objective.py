@@ -1,0 +1,182 @@
+"""The objective of softmax regression, its gradient, and the functional entry point.
+
+With sample weights s_i, s = sum_i s_i, logits ``z_i = x_i W + b`` and L2 strength
+alpha, the objective is
+
+    L(W, b) = (1/s) sum_i s_i (logsumexp(z_i) - z_i[y_i]) + (alpha/2) ||W||_F^2
+
+    dL/dW = X^T G + alpha W,    dL/db = G^T 1,    G_i = (s_i / s) (softmax(z_i) - e_{y_i})
+
+The bias is not penalised.  Without an intercept, b stays zero and its gradient is
+reported as zero.
+
+Conventions
+-----------
+X : (n_samples, n_features); W : (n_features, n_classes); b : (n_classes,);
+y : integer class indices in [0, n_classes).  ``scale`` is the per-row factor
+``s_i / s``; ``G`` (written in place of the logits by the backend) is ``scale * (P - Y)``.
+Parameters travel as a pair ``(W, b)`` of backend arrays.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from .backends import Backend, get_backend
+from .validation import check_class_indices, check_dtype, check_finite, check_sample_weight
+
+
+@dataclass
+class SoftmaxObjective:
+    """The penalised objective over a data set held on a backend.
+
+    Parameters
+    ----------
+    backend : Backend
+    X : backend array of shape (n_samples, n_features)
+    y : backend integer array of shape (n_samples,)
+    sample_weight : backend array of shape (n_samples,)
+    n_classes : int
+    alpha : float
+        L2 strength on W.
+    fit_intercept : bool
+    chunk_rows : int or None
+        Rows handed to the backend per call; None hands it the whole data set, which
+        the CPU backend blocks for its caches itself.
+    """
+
+    backend: Backend
+    X: object
+    y: object
+    sample_weight: object
+    n_classes: int
+    alpha: float = 0.0
+    fit_intercept: bool = True
+    chunk_rows: int | None = None
+
+    def __post_init__(self):
+        self.scale = self.sample_weight / self.sample_weight.sum()
+
+    @property
+    def n_samples(self):
+        return self.X.shape[0]
+
+    @property
+    def dtype(self):
+        return self.X.dtype
+
+    def init_params(self):
+        """Zero parameters ``(W, b)``: the objective is convex, so zero is as good a start as any."""
+        return (
+            self.backend.zeros((self.X.shape[1], self.n_classes), self.dtype),
+            self.backend.zeros(self.n_classes, self.dtype),
+        )
+
+    def loss_grad(self, params, rows=None):
+        """Return ``loss, (dW, db)`` at ``params``, over all rows or a minibatch.
+
+        Parameters
+        ----------
+        params : tuple (W, b) of backend arrays
+        rows : integer array, optional
+            Rows of a minibatch; its weights are renormalised to sum to one.
+
+        Returns
+        -------
+        loss : float
+        grads : tuple (dW, db) of backend arrays, freshly allocated
+        """
+        W, b = params
+        if rows is None:
+            X, y, scale = self.X, self.y, self.scale
+        else:
+            X, y, sw = self.X[rows], self.y[rows], self.sample_weight[rows]
+            total = sw.sum()
+            # A minibatch whose rows all weigh zero carries no information.
+            scale = sw / total if total > 0 else sw
+        dW = self.backend.zeros(W.shape, self.dtype)
+        db = self.backend.zeros(b.shape, self.dtype)
+        step = self.chunk_rows or max(1, X.shape[0])
+        loss = 0.0
+        for start in range(0, X.shape[0], step):
+            stop = start + step
+            loss += self.backend.loss_grad_accumulate_(
+                X[start:stop], y[start:stop], scale[start:stop], W, b, dW, db
+            )
+        if self.alpha:
+            loss += 0.5 * self.alpha * float((W * W).sum())
+            dW += self.alpha * W
+        if not self.fit_intercept:
+            db[...] = 0
+        return float(loss), (dW, db)
+
+    def loss(self, params, rows=None):
+        """The objective's value (computed with its gradient; the pass costs the same)."""
+        return self.loss_grad(params, rows)[0]
+
+
+def loss_and_grad(X, y, W, b=None, sample_weight=None, alpha=0.0, backend="auto"):
+    """Loss and gradient of L2-penalised softmax regression, for your own optimiser.
+
+    Computes ``L = (1/s) sum_i s_i (logsumexp(z_i) - z_i[y_i]) + alpha/2 ||W||^2``
+    with ``z_i = x_i W + b`` and ``s = sum_i s_i``, and its gradient.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features), float32 or float64
+        The computation runs in X's dtype (other inputs are cast to it); integer X
+        is converted to float64.
+    y : array-like of int, shape (n_samples,)
+        Class indices in ``[0, n_classes)``.
+    W : array-like of shape (n_features, n_classes)
+    b : array-like of shape (n_classes,), optional
+        Bias; None means no intercept (and ``db`` is then zeros).
+    sample_weight : array-like of shape (n_samples,), optional
+        Non-negative weights; None means all ones.
+    alpha : float, default=0.0
+        L2 strength on W (the bias is not penalised).
+    backend : {"auto", "cpu", "cuda"} or Backend, default="auto"
+
+    Returns
+    -------
+    loss : float
+    dW : array of shape (n_features, n_classes)
+    db : array of shape (n_classes,)
+        Backend arrays (NumPy for "cpu").
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastsoftmax import loss_and_grad
+    >>> X = np.array([[1.0, 0.0], [0.0, 1.0]])
+    >>> loss, dW, db = loss_and_grad(X, [0, 1], np.zeros((2, 3)), np.zeros(3))
+    >>> round(loss, 6) == round(np.log(3), 6)
+    True
+    """
+    be = get_backend(backend)
+    X = np.asarray(X) if not hasattr(X, "__cuda_array_interface__") else X
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
+    if X.shape[0] == 0:
+        raise ValueError("X has no samples")
+    dtype = check_dtype(X.dtype) if X.dtype.kind == "f" else np.float64
+    W_host = np.asarray(W, dtype=dtype)
+    if W_host.ndim != 2 or W_host.shape[0] != X.shape[1]:
+        raise ValueError(f"W must have shape (n_features={X.shape[1]}, n_classes), got {W_host.shape}")
+    n_classes = W_host.shape[1]
+    fit_intercept = b is not None
+    b_host = np.zeros(n_classes, dtype) if b is None else np.asarray(b, dtype=dtype)
+    if b_host.shape != (n_classes,):
+        raise ValueError(f"b must have shape (n_classes={n_classes},), got {b_host.shape}")
+    X_host = be.to_host(X)
+    for name, arr in (("X", X_host), ("W", W_host), ("b", b_host)):
+        check_finite(arr, name)
+    y_idx = check_class_indices(y, n_classes, X.shape[0])
+    sw = check_sample_weight(sample_weight, X.shape[0], dtype)
+    alpha = float(alpha)
+    if not (np.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"alpha must be a finite non-negative number, got {alpha}")
+    objective = SoftmaxObjective(
+        be, be.asarray(X, dtype), be.asarray(y_idx), be.asarray(sw), n_classes, alpha, fit_intercept
+    )
+    loss, (dW, db) = objective.loss_grad((be.asarray(W_host), be.asarray(b_host)))
+    return loss, dW, db

@@ -1,0 +1,81 @@
+"""Input checks shared by the estimator and the functional API.
+
+Every check raises ``ValueError`` or ``TypeError`` with a message that names the
+argument, what arrived and what was expected, before any state is touched.
+"""
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.float32, np.float64)
+
+
+def check_dtype(dtype):
+    """Return ``dtype`` as np.float32 or np.float64, or raise ValueError."""
+    try:
+        resolved = np.dtype(dtype).type
+    except TypeError:
+        resolved = None
+    if resolved not in FLOAT_DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not supported; expected 'float32' or 'float64'")
+    return resolved
+
+
+def check_finite(a, name):
+    """Raise ValueError when ``a`` holds NaN or inf."""
+    if not np.all(np.isfinite(a)):
+        bad = "NaN" if np.isnan(a).any() else "infinity"
+        raise ValueError(f"{name} contains {bad}; every value must be finite")
+
+
+def check_sample_weight(sample_weight, n_samples, dtype):
+    """Return sample weights as a 1-D array of ``dtype`` (ones for None).
+
+    Parameters
+    ----------
+    sample_weight : None, scalar or array-like of shape (n_samples,)
+    n_samples : int
+    dtype : np.float32 or np.float64
+
+    Raises
+    ------
+    ValueError
+        For a wrong shape, NaN or inf, a negative weight, or weights that sum to zero.
+    """
+    if sample_weight is None:
+        return np.ones(n_samples, dtype=dtype)
+    if isinstance(sample_weight, numbers.Number):
+        sample_weight = np.full(n_samples, sample_weight, dtype=np.float64)
+    try:
+        sw = np.asarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"sample_weight must be numeric, got {type(sample_weight).__name__}: {exc}") from None
+    if sw.ndim != 1:
+        raise ValueError(f"sample_weight must be 1-D, got an array of shape {sw.shape}")
+    if sw.shape[0] != n_samples:
+        raise ValueError(f"sample_weight has {sw.shape[0]} values but X has {n_samples} samples")
+    check_finite(sw, "sample_weight")
+    if (sw < 0).any():
+        first = int(np.flatnonzero(sw < 0)[0])
+        raise ValueError(f"sample_weight must be non-negative; sample_weight[{first}] = {sw[first]}")
+    if not sw.any():
+        raise ValueError("sample_weight sums to zero; at least one sample needs a positive weight")
+    return sw.astype(dtype, copy=False)
+
+
+def check_class_indices(y, n_classes, n_samples):
+    """Return integer labels in [0, n_classes) as an intp array, or raise ValueError."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"y must be 1-D, got an array of shape {y.shape}")
+    if y.shape[0] != n_samples:
+        raise ValueError(f"y has {y.shape[0]} labels but X has {n_samples} samples")
+    if not np.issubdtype(y.dtype, np.integer):
+        if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+            y = y.astype(np.intp)
+        else:
+            raise ValueError(f"y must hold integer class indices, got dtype {y.dtype}")
+    if y.size and (y.min() < 0 or y.max() >= n_classes):
+        bad = int(y[(y < 0) | (y >= n_classes)][0])
+        raise ValueError(f"y holds the class index {bad}, outside [0, {n_classes}) for W with {n_classes} columns")
+    return y.astype(np.intp, copy=False)

@@ -1,0 +1,118 @@
+"""Numba row kernels of the NumPy backend.
+
+Each kernel walks the rows of a logits block ``Z`` of shape (n_rows, n_classes) and
+rewrites every row in place while it is still in L1 cache: one read and one write of
+``Z``, no other (n_rows, n_classes) temporary.  The kernels are serial and release the
+GIL; the backend runs them on row blocks from its thread pool, which is where the
+parallelism comes from (one mechanism for GEMMs and kernels alike, and safe to call
+from several user threads at once, unlike Numba's ``parallel=True`` work queue).
+
+Names follow the maths of the objective: ``m`` is the row max, ``d`` the softmax
+denominator sum_j exp(z_j - m), ``lse = m + log(d)``, and the scaled gradient row is
+``g = scale_i * (p - onehot(y_i))``.
+"""
+import numpy as np
+from numba import njit
+
+from .fastexp import exp_nonpositive
+
+# Reassociation lets LLVM vectorise the max and sum reductions; the order of a
+# reduction then depends on the SIMD width, never on timing, so results stay
+# deterministic.  No 'nnan'/'ninf': inf logits must behave as IEEE says.
+_FASTMATH = {"reassoc", "contract", "nsz"}
+
+
+@njit(inline="always", fastmath=_FASTMATH)
+def _add_bias_row_max(z, b):
+    # Two loops, not one: z and b may alias as far as LLVM knows, and the separate
+    # max loop is what lets it vectorise the reduction.
+    for j in range(z.size):
+        z[j] += b[j]
+    m = z[0]
+    for j in range(z.size):
+        m = max(m, z[j])
+    return m
+
+
+@njit(inline="always", fastmath=_FASTMATH)
+def _exp_shift_sum(z, m):
+    """z <- exp(z - m) in place; return the sum d."""
+    d = z.dtype.type(0.0)
+    for j in range(z.size):
+        e = exp_nonpositive(z[j] - m)
+        z[j] = e
+        d += e
+    return d
+
+
+@njit(nogil=True, fastmath=_FASTMATH, cache=True)
+def softmax_xent_grad_(Z, b, y, scale, db_acc):
+    """Fused bias, softmax, cross-entropy and gradient, in place.
+
+    For every row i: z <- z + b; ``loss_i = lse(z) - z[y_i]``; then
+    ``z <- scale[i] * (softmax(z) - onehot(y_i))``; finally ``db_acc += sum_i z``.
+
+    Parameters
+    ----------
+    Z : ndarray of shape (n_rows, n_classes), float32 or float64, C-contiguous
+        Logits without bias on entry, scaled gradient ``G`` on exit.
+    b : ndarray of shape (n_classes,), same dtype as Z
+        Bias added to every row (zeros for no intercept).
+    y : ndarray of shape (n_rows,), integer
+        Class indices in ``[0, n_classes)``; checked by the caller.
+    scale : ndarray of shape (n_rows,), same dtype as Z
+        Per-row weight ``s_i / sum(s)``.
+    db_acc : ndarray of shape (n_classes,), same dtype as Z
+        Bias-gradient accumulator, added to.
+
+    Returns
+    -------
+    loss : float
+        ``sum_i scale[i] * loss_i``, accumulated in float64.
+    """
+    loss = 0.0
+    for i in range(Z.shape[0]):
+        z = Z[i]
+        yi = y[i]
+        m = _add_bias_row_max(z, b)
+        # Read z_y before the row is overwritten by probabilities.
+        z_y = z[yi]
+        d = _exp_shift_sum(z, m)
+        # lse - z_y = (m - z_y) + log(d): both terms finite even for |z| ~ 3e38.
+        loss += float(scale[i]) * ((float(m) - float(z_y)) + np.log(float(d)))
+        s_over_d = scale[i] / d
+        for j in range(z.size):
+            z[j] *= s_over_d
+        z[yi] -= scale[i]
+    # A second sweep over the block (still in L2) for db: kept out of the row loop
+    # because the possible aliasing of db_acc and z stops vectorisation there.
+    for i in range(Z.shape[0]):
+        for j in range(Z.shape[1]):
+            db_acc[j] += Z[i, j]
+    return loss
+
+
+@njit(nogil=True, fastmath=_FASTMATH, cache=True)
+def softmax_(Z, b):
+    """Rows of ``Z + b`` replaced by their softmax, in place."""
+    for i in range(Z.shape[0]):
+        z = Z[i]
+        m = _add_bias_row_max(z, b)
+        d = _exp_shift_sum(z, m)
+        inv_d = 1.0 / d
+        for j in range(z.size):
+            z[j] *= inv_d
+
+
+@njit(nogil=True, fastmath=_FASTMATH, cache=True)
+def log_softmax_(Z, b):
+    """Rows of ``Z + b`` replaced by their log-softmax ``z - lse(z)``, in place."""
+    for i in range(Z.shape[0]):
+        z = Z[i]
+        m = _add_bias_row_max(z, b)
+        d = z.dtype.type(0.0)
+        for j in range(z.size):
+            d += exp_nonpositive(z[j] - m)
+        lse = m + np.log(d)
+        for j in range(z.size):
+            z[j] -= lse
