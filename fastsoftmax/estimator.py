@@ -1,6 +1,7 @@
 """SoftmaxClassifier: the scikit-learn estimator around the objective and solvers."""
 import copy
 import functools
+import numbers
 import warnings
 
 import numpy as np
@@ -8,7 +9,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
-from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -36,6 +37,16 @@ def _all_or_nothing(method):
             raise
 
     return wrapper
+
+
+def _has_minibatch_solver(model):
+    # As in scikit-learn's MLPClassifier: partial_fit exists only for solvers that
+    # can take one epoch at a time, so that duck-typing callers see the truth.
+    if model.solver not in MINIBATCH_SOLVERS:
+        raise AttributeError(
+            f"partial_fit needs solver in {MINIBATCH_SOLVERS}; this model has solver={model.solver!r}"
+        )
+    return True
 
 
 class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
@@ -121,7 +132,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     >>> from sklearn.datasets import load_iris
     >>> from fastsoftmax import SoftmaxClassifier
     >>> X, y = load_iris(return_X_y=True)
-    >>> clf = SoftmaxClassifier(alpha=1e-3, dtype="float64").fit(X, y)
+    >>> clf = SoftmaxClassifier(alpha=1e-2, dtype="float64").fit(X, y)
     >>> clf.predict_proba(X[:2]).shape
     (2, 3)
     >>> clf.score(X, y) > 0.95
@@ -208,7 +219,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         classes, y_idx = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise ValueError(
-                f"SoftmaxClassifier needs samples of at least 2 classes; y holds only the class {classes[0]!r}"
+                f"y holds only one class, {classes.tolist()[0]!r}; SoftmaxClassifier needs samples of at least 2 classes"
             )
         sw = self._combined_weight(sample_weight, classes, y_idx, X.shape[0], dtype)
         backend = get_backend(self.backend)
@@ -229,8 +240,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self.loss_curve_ = list(result.loss_curve)
         if self.early_stopping:
             self.validation_loss_curve_ = list(result.validation_loss_curve)
+        else:
+            self.__dict__.pop("validation_loss_curve_", None)
         return self
 
+    @available_if(_has_minibatch_solver)
     @_all_or_nothing
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Run one epoch of the minibatch solver on ``X, y``, continuing the fit.
@@ -248,8 +262,6 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self
         """
         validate_params(self.get_params(deep=False))
-        if self.solver not in MINIBATCH_SOLVERS:
-            raise ValueError(f"partial_fit needs solver in {MINIBATCH_SOLVERS}; this model has solver={self.solver!r}")
         if self.class_weight == "balanced":
             raise ValueError("class_weight='balanced' needs the whole data set; pass a dict to use partial_fit")
         first_call = not hasattr(self, "classes_")
@@ -272,11 +284,13 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         y_idx = np.searchsorted(classes, y)
         sw = self._combined_weight(sample_weight, classes, y_idx, X.shape[0], dtype)
         backend = get_backend(self.backend)
-        if first_call:
+        state = None if first_call else getattr(self, "_minibatch_state", None)
+        if state is None or state.solver != self.solver:
+            # First call, a loaded model, or a fit by another solver: fresh update-rule state.
             state = self._new_minibatch_state(check_random_state(self.random_state))
         else:
             # Work on a copy, so that a failure leaves the committed state untouched.
-            state = copy.deepcopy(self._minibatch_state)
+            state = copy.deepcopy(state)
         train = SoftmaxObjective(
             backend, backend.asarray(X), backend.asarray(y_idx), backend.asarray(sw), len(classes),
             float(self.alpha), bool(self.fit_intercept),
@@ -296,9 +310,19 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             )
             if unknown:
                 raise ValueError(f"class_weight names labels {sorted(map(str, unknown))} that are not in y")
-            present = np.unique(y_idx)
-            per_class = np.ones(len(classes))
-            per_class[present] = compute_class_weight(self.class_weight, classes=classes[present], y=classes[y_idx])
+            if isinstance(self.class_weight, dict):
+                for label, weight in self.class_weight.items():
+                    if not (isinstance(weight, numbers.Real) and np.isfinite(weight) and weight >= 0):
+                        raise ValueError(
+                            f"class_weight[{label!r}] = {weight!r}; class weights must be finite and non-negative"
+                        )
+            if self.class_weight == "balanced":
+                # scikit-learn >= 1.7's "balanced": class counts weighted by sample_weight,
+                # so an integer weight k still equals k repeated rows.
+                counts = np.bincount(y_idx, weights=sw, minlength=len(classes))
+                per_class = np.divide(sw.sum(), len(classes) * counts, out=np.ones(len(classes)), where=counts > 0)
+            else:
+                per_class = np.array([float(self.class_weight.get(c, 1.0)) for c in classes.tolist()])
             sw = sw * per_class[y_idx]
             if not sw.any():
                 raise ValueError("sample_weight times class_weight sums to zero; no sample carries weight")
@@ -331,7 +355,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             update = UPDATE_RULES["sgd"](momentum=self.momentum, nesterov=self.nesterov)
         else:
             update = UPDATE_RULES["adam"](beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
-        return MinibatchState(update=update, rng=rng)
+        return MinibatchState(solver=self.solver, update=update, rng=rng)
 
     def _run_solver(self, train, params0, validation, state, *, stop_early, max_iter=None):
         solver = get_solver(self.solver)
@@ -342,6 +366,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             power_t=self.power_t,
             n_iter_no_change=self.n_iter_no_change,
             shuffle=self.shuffle,
+            schedule_epochs=self.max_iter,
         )
         result = solver(
             train,

@@ -14,7 +14,8 @@ import numpy as np
 FORMAT = "fastsoftmax-model"
 FORMAT_VERSION = 1
 _REQUIRED = ("coef", "intercept", "classes", "metadata")
-_CLASS_KINDS = {"int": "i", "float": "f", "bool": "b", "str": "U"}
+# Label kind stored in the metadata -> the dtype kinds its classes array may have.
+_CLASS_KINDS = {"int": "iu", "float": "f", "bool": "b", "str": "U"}
 
 
 class ModelFileError(ValueError):
@@ -93,7 +94,8 @@ def save_model(model, path):
         path,
         coef=model.coef_,
         intercept=model.intercept_,
-        classes=model.classes_.astype(_CLASS_KINDS[kind] if kind != "int" else model.classes_.dtype),
+        # Only object-dtype strings need converting; numeric and bool labels keep their dtype.
+        classes=model.classes_.astype(str) if kind == "str" else model.classes_,
         metadata=np.array(text),
     )
 
@@ -125,7 +127,10 @@ def load_model(path, cls=None):
     if cls is None:
         from .estimator import SoftmaxClassifier as cls
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            _fail(path, "it holds a single array (.npy), not a .npz archive")
+        with archive:
             missing = [k for k in _REQUIRED if k not in archive.files]
             if missing:
                 _fail(path, f"missing entries {missing}")
@@ -153,8 +158,10 @@ def load_model(path, cls=None):
     if classes.ndim != 1 or classes.shape[0] != n_classes or n_classes < 2:
         _fail(path, f"classes must have {n_classes} >= 2 entries, got shape {classes.shape}")
     kind = metadata.get("class_kind")
-    if kind not in _CLASS_KINDS or classes.dtype.kind not in ("iu" if kind == "int" else _CLASS_KINDS[kind]):
+    if not isinstance(kind, str) or kind not in _CLASS_KINDS or classes.dtype.kind not in _CLASS_KINDS[kind]:
         _fail(path, f"classes dtype {classes.dtype} does not match class_kind {kind!r}")
+    if not np.array_equal(np.unique(classes), classes):
+        _fail(path, "classes must be sorted and unique, as fit stores them")
     if not (np.all(np.isfinite(coef)) and np.all(np.isfinite(intercept))):
         _fail(path, "coef or intercept holds NaN or inf")
     if metadata.get("n_features_in") != n_features:
@@ -162,8 +169,21 @@ def load_model(path, cls=None):
     params = metadata.get("params")
     if not isinstance(params, dict):
         _fail(path, "params missing from metadata")
-    if isinstance(params.get("class_weight"), list):
-        params["class_weight"] = {k: v for k, v in params["class_weight"]}
+    class_weight = params.get("class_weight")
+    if isinstance(class_weight, list):
+        if not all(isinstance(pair, list) and len(pair) == 2 for pair in class_weight):
+            _fail(path, "class_weight must be a list of [label, weight] pairs")
+        params["class_weight"] = {label: weight for label, weight in class_weight}
+    n_iter = metadata.get("n_iter")
+    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 0:
+        _fail(path, f"n_iter must be a non-negative integer, got {n_iter!r}")
+    loss_curve = metadata.get("loss_curve")
+    if not (
+        isinstance(loss_curve, list)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in loss_curve)
+        and np.all(np.isfinite(loss_curve))
+    ):
+        _fail(path, "loss_curve must be a list of finite numbers")
     model = cls()
     unknown = set(params) - set(model.get_params(deep=False))
     if unknown:
@@ -186,7 +206,7 @@ def load_model(path, cls=None):
         if not (isinstance(names, list) and len(names) == n_features and all(isinstance(n, str) for n in names)):
             _fail(path, "feature_names_in must be a list of n_features strings")
         model.feature_names_in_ = np.asarray(names, dtype=object)
-    model.n_iter_ = int(metadata.get("n_iter", 0))
-    model.loss_curve_ = [float(v) for v in metadata.get("loss_curve", [])]
+    model.n_iter_ = n_iter
+    model.loss_curve_ = [float(v) for v in loss_curve]
     model._minibatch_state = None
     return model

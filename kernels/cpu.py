@@ -79,7 +79,9 @@ def softmax_xent_grad_(Z, b, y, scale, db_acc):
         z_y = z[yi]
         d = _exp_shift_sum(z, m)
         # lse - z_y = (m - z_y) + log(d): both terms finite even for |z| ~ 3e38.
-        loss += float(scale[i]) * ((float(m) - float(z_y)) + np.log(float(d)))
+        # np.float64, not float(): Numba keeps float() of a float32 in float32, where
+        # m - z_y overflows for logits near 3e38.
+        loss += np.float64(scale[i]) * ((np.float64(m) - np.float64(z_y)) + np.log(np.float64(d)))
         s_over_d = scale[i] / d
         for j in range(z.size):
             z[j] *= s_over_d
@@ -106,13 +108,19 @@ def softmax_(Z, b):
 
 @njit(nogil=True, fastmath=_FASTMATH, cache=True)
 def log_softmax_(Z, b):
-    """Rows of ``Z + b`` replaced by their log-softmax ``z - lse(z)``, in place."""
+    """Rows of ``Z + b`` replaced by their log-softmax ``(z - m) - log(d)``, in place.
+
+    Shifting by m first, in its own loop, keeps log(d) from being absorbed when
+    |m| is large: ``z - (m + log d)`` loses log(d) entirely at m = -3e38.
+    """
     for i in range(Z.shape[0]):
         z = Z[i]
         m = _add_bias_row_max(z, b)
+        for j in range(z.size):
+            z[j] -= m
         d = z.dtype.type(0.0)
         for j in range(z.size):
-            d += exp_nonpositive(z[j] - m)
-        lse = m + np.log(d)
+            d += exp_nonpositive(z[j])
+        log_d = np.log(d)
         for j in range(z.size):
-            z[j] -= lse
+            z[j] -= log_d

@@ -18,6 +18,40 @@ _Z_BLOCK_BYTES = 1 << 22
 _MIN_BLOCK_ROWS, _MAX_BLOCK_ROWS = 32, 8192
 
 
+class _SingleThreadedBlas:
+    """Process-wide "BLAS uses one thread" while at least one pass is inside it.
+
+    threadpoolctl's limit saves and restores the setting it found; two passes that
+    overlap in time (two user threads) would restore each other's "1" and leave BLAS
+    single-threaded for good.  A count makes the first entrant set the limit and the
+    last one out restore it.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._limiter = None
+        self._controller = None
+
+    def __enter__(self):
+        with self._lock:
+            if self._depth == 0:
+                if self._controller is None:
+                    self._controller = ThreadpoolController()
+                self._limiter = self._controller.limit(limits=1, user_api="blas")
+            self._depth += 1
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0:
+                self._limiter.restore_original_limits()
+                self._limiter = None
+
+
+_single_threaded_blas = _SingleThreadedBlas()
+
+
 def _default_n_threads() -> int:
     env = os.environ.get("FASTSOFTMAX_NUM_THREADS")
     if env:
@@ -53,7 +87,6 @@ class NumpyBackend:
             raise ValueError(f"n_threads must be at least 1, got {n_threads}")
         self._pool = None
         self._pool_lock = threading.Lock()
-        self._blas = None
 
     def __getstate__(self):
         return {"n_threads": self.n_threads}
@@ -131,7 +164,7 @@ class NumpyBackend:
             return [fn(*args[0])]
         # BLAS gets one thread per worker: our workers already fill the cores, and
         # OpenBLAS's own threads on top of them would only contend.
-        with self._blas_controller().limit(limits=1, user_api="blas"):
+        with _single_threaded_blas:
             futures = [self._thread_pool().submit(fn, *a) for a in args]
             return [f.result() for f in futures]
 
@@ -140,8 +173,3 @@ class NumpyBackend:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.n_threads, thread_name_prefix="fastsoftmax")
             return self._pool
-
-    def _blas_controller(self):
-        if self._blas is None:
-            self._blas = ThreadpoolController()
-        return self._blas

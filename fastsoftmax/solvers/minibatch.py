@@ -30,12 +30,14 @@ class MinibatchConfig:
     power_t: float
     n_iter_no_change: int
     shuffle: bool = True
+    schedule_epochs: int | None = None  # length of the cosine schedule; None: this call's max_iter
 
 
 @dataclass
 class MinibatchState:
     """Everything needed to continue a minibatch fit where it stopped."""
 
+    solver: str
     update: object
     rng: np.random.RandomState
     epoch: int = 0
@@ -49,7 +51,10 @@ def learning_rate_at(config, state, max_iter):
     if config.learning_rate == "invscaling":
         return config.learning_rate_init / (state.epoch + 1) ** config.power_t
     if config.learning_rate == "cosine":
-        progress = min(state.epoch / max(max_iter, 1), 1.0)
+        # Annealed over the estimator's max_iter, not over one call: partial_fit runs
+        # one epoch per call and must not restart at (or jump to) the end of the curve.
+        length = config.schedule_epochs or max_iter
+        progress = min(state.epoch / length, 1.0)
         return config.learning_rate_init * 0.5 * (1 + math.cos(math.pi * progress))
     if config.learning_rate == "adaptive":
         return state.lr if state.lr is not None else config.learning_rate_init
@@ -92,7 +97,7 @@ def minibatch(objective, params0, *, max_iter, tol, config, state, verbose=0, va
         When the loss stops being finite (the learning rate is too large).
     """
     params = _copy(params0)
-    best_params = None
+    best_params, best_validation = None, math.inf
     n = objective.n_samples
     batch_size = min(config.batch_size, n)
     loss_curve, validation_curve = [], []
@@ -122,11 +127,14 @@ def minibatch(objective, params0, *, max_iter, tol, config, state, verbose=0, va
                 score = validation.loss(params)
                 validation_curve.append(score)
             progress.step(loss_curve[-1], lr=f"{lr:.3g}")
+            if validation is not None and score < best_validation:
+                # The best parameters are the lowest validation loss seen, whether
+                # or not it beat the previous best by tol (which only drives stopping).
+                best_validation = score
+                best_params = _copy(params)
             if score < state.best_score - tol:
                 state.best_score = score
                 state.no_improvement = 0
-                if validation is not None:
-                    best_params = _copy(params)
             else:
                 state.no_improvement += 1
             if not stop_early or state.no_improvement < config.n_iter_no_change:

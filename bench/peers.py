@@ -1,0 +1,111 @@
+"""One full-batch loss-and-gradient pass, as each implementation computes it.
+
+Every ``make_*`` function takes the same float32 problem and returns a zero-argument
+callable that runs one pass and returns ``(loss, dW)`` with dW of shape
+(n_features, n_classes), so results can be checked against each other before timing.
+The scale is the plain mean cross-entropy (unit weights, alpha = 0), with an intercept.
+"""
+import numpy as np
+
+
+def make_problem(n_samples, n_features, n_classes, seed=0):
+    """Random float32 data, labels and small weights (non-trivial softmax)."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_samples, n_features), dtype=np.float32)
+    y = rng.integers(0, n_classes, n_samples)
+    W = (rng.standard_normal((n_features, n_classes)) * 0.05).astype(np.float32)
+    b = (rng.standard_normal(n_classes) * 0.1).astype(np.float32)
+    return X, y, W, b
+
+
+def make_fastsoftmax(X, y, W, b):
+    from fastsoftmax import SoftmaxObjective, get_backend
+
+    backend = get_backend("cpu")
+    objective = SoftmaxObjective(backend, X, y, np.ones(len(y), X.dtype), W.shape[1])
+
+    def run():
+        loss, (dW, _) = objective.loss_grad((W, b))
+        return loss, dW
+
+    return run
+
+
+def make_sklearn(X, y, W, b):
+    """scikit-learn's own objective: LinearModelLoss with HalfMultinomialLoss."""
+    import os
+
+    from sklearn._loss.loss import HalfMultinomialLoss
+    from sklearn.linear_model._linear_loss import LinearModelLoss
+
+    n_classes = W.shape[1]
+    loss_fn = LinearModelLoss(base_loss=HalfMultinomialLoss(n_classes=n_classes), fit_intercept=True)
+    coef = np.ascontiguousarray(np.hstack([W.T, b[:, None]]))  # (n_classes, n_features + 1)
+    y_float = y.astype(X.dtype)
+    n_threads = len(os.sched_getaffinity(0))
+
+    def run():
+        loss, grad = loss_fn.loss_gradient(coef, X, y_float, l2_reg_strength=0.0, n_threads=n_threads)
+        return loss, grad[:, :-1].T
+
+    return run
+
+
+def make_torch(X, y, W, b):
+    """PyTorch CPU eager: nn.Linear, cross_entropy, backward."""
+    import torch
+
+    X_t = torch.from_numpy(X)
+    y_t = torch.from_numpy(y.astype(np.int64))
+    linear = torch.nn.Linear(W.shape[0], W.shape[1])
+    with torch.no_grad():
+        linear.weight.copy_(torch.from_numpy(W.T.copy()))
+        linear.bias.copy_(torch.from_numpy(b))
+
+    def run():
+        linear.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(linear(X_t), y_t)
+        loss.backward()
+        return loss.item(), linear.weight.grad.numpy().T
+
+    return run
+
+
+def make_numpy(X, y, W, b):
+    """The textbook NumPy version: logits, stable softmax, one-hot subtraction, X.T @ G."""
+    n = X.shape[0]
+    rows = np.arange(n)
+
+    def run():
+        Z = X @ W + b
+        Z -= Z.max(axis=1, keepdims=True)
+        z_y = Z[rows, y]
+        np.exp(Z, out=Z)
+        d = Z.sum(axis=1, keepdims=True)
+        loss = float(np.mean(np.log(d[:, 0]) - z_y))
+        Z /= d
+        Z[rows, y] -= 1
+        Z /= n
+        return loss, X.T @ Z
+
+    return run
+
+
+PEERS = {
+    "fastsoftmax": make_fastsoftmax,
+    "sklearn": make_sklearn,
+    "torch": make_torch,
+    "numpy": make_numpy,
+}
+
+
+def available(name):
+    """None when the peer can run here, else why not."""
+    module = {"sklearn": "sklearn", "torch": "torch"}.get(name)
+    if module is None:
+        return None
+    try:
+        __import__(module)
+    except ImportError as exc:
+        return f"{module} not installed ({exc})"
+    return None
