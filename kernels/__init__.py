@@ -1,5 +1,5 @@
 """Compiled kernels of fastsoftmax, installed as ``fastsoftmax.kernels``.
 
 ``cpu`` holds the Numba ``@njit`` row kernels used by the NumPy backend and
-``fastexp`` the vectorisable exponential they share.
+``vecmath`` the vectorisable exponential they share.
 """

@@ -14,7 +14,7 @@ denominator sum_j exp(z_j - m), ``lse = m + log(d)``, and the scaled gradient ro
 import numpy as np
 from numba import njit
 
-from .fastexp import exp_nonpositive
+from .vecmath import exp_nonpositive, log_positive
 
 # Reassociation lets LLVM vectorise the max and sum reductions; the order of a
 # reduction then depends on the SIMD width, never on timing, so results stay
@@ -46,11 +46,11 @@ def _exp_shift_sum(z, m):
 
 
 @njit(nogil=True, fastmath=_FASTMATH, cache=True)
-def softmax_xent_grad_(Z, b, y, scale, db_acc):
+def softmax_xent_grad_(Z, b, y, scale):
     """Fused bias, softmax, cross-entropy and gradient, in place.
 
-    For every row i: z <- z + b; ``loss_i = lse(z) - z[y_i]``; then
-    ``z <- scale[i] * (softmax(z) - onehot(y_i))``; finally ``db_acc += sum_i z``.
+    For every row i, with ``z = Z[i] + b``: ``loss_i = lse(z) - z[y_i]`` and
+    ``Z[i] <- scale[i] * (softmax(z) - onehot(y_i))``.
 
     Parameters
     ----------
@@ -62,35 +62,42 @@ def softmax_xent_grad_(Z, b, y, scale, db_acc):
         Class indices in ``[0, n_classes)``; checked by the caller.
     scale : ndarray of shape (n_rows,), same dtype as Z
         Per-row weight ``s_i / sum(s)``.
-    db_acc : ndarray of shape (n_classes,), same dtype as Z
-        Bias-gradient accumulator, added to.
 
     Returns
     -------
     loss : float
-        ``sum_i scale[i] * loss_i``, accumulated in float64.
+        ``sum_i scale[i] * loss_i``, in float64.
     """
-    loss = 0.0
-    for i in range(Z.shape[0]):
+    n_rows, n_classes = Z.shape
+    # loss_i = (m - z_y) + log(d): both terms finite even for |z| ~ 3e38.  They are
+    # kept per row and combined after the row loop, where log() vectorises over rows;
+    # float64, because m - z_y overflows float32 near 3e38.
+    shift = np.empty(n_rows, dtype=np.float64)
+    denom = np.empty(n_rows, dtype=np.float64)
+    for i in range(n_rows):
         z = Z[i]
         yi = y[i]
-        m = _add_bias_row_max(z, b)
+        # The bias is added on the fly, not stored first: one pass fewer over the row
+        # (measured 45 -> 28 ns per row at 20 classes, with the batched log).
+        m = z[0] + b[0]
+        for j in range(n_classes):
+            m = max(m, z[j] + b[j])
         # Read z_y before the row is overwritten by probabilities.
-        z_y = z[yi]
-        d = _exp_shift_sum(z, m)
-        # lse - z_y = (m - z_y) + log(d): both terms finite even for |z| ~ 3e38.
-        # np.float64, not float(): Numba keeps float() of a float32 in float32, where
-        # m - z_y overflows for logits near 3e38.
-        loss += np.float64(scale[i]) * ((np.float64(m) - np.float64(z_y)) + np.log(np.float64(d)))
+        z_y = z[yi] + b[yi]
+        d = z.dtype.type(0.0)
+        for j in range(n_classes):
+            e = exp_nonpositive(z[j] + b[j] - m)
+            z[j] = e
+            d += e
+        shift[i] = np.float64(m) - np.float64(z_y)
+        denom[i] = d
         s_over_d = scale[i] / d
-        for j in range(z.size):
+        for j in range(n_classes):
             z[j] *= s_over_d
         z[yi] -= scale[i]
-    # A second sweep over the block (still in L2) for db: kept out of the row loop
-    # because the possible aliasing of db_acc and z stops vectorisation there.
-    for i in range(Z.shape[0]):
-        for j in range(Z.shape[1]):
-            db_acc[j] += Z[i, j]
+    loss = 0.0
+    for i in range(n_rows):
+        loss += np.float64(scale[i]) * (shift[i] + log_positive(denom[i]))
     return loss
 
 
