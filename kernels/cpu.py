@@ -97,7 +97,10 @@ def softmax_xent_grad_(Z, b, y, scale):
         z[yi] -= scale[i]
     loss = 0.0
     for i in range(n_rows):
-        loss += np.float64(scale[i]) * (shift[i] + log_positive(denom[i]))
+        # Exactly, m >= z_y and d >= 1, so loss_i >= 0.  Reassociation may evaluate
+        # (z + b) - m as z + (b - m) and leave d a few ulp below 1 when y is the
+        # argmax; the clamp keeps such a row's loss at 0, not at -1e-13.
+        loss += np.float64(scale[i]) * max(shift[i] + log_positive(denom[i]), 0.0)
     return loss
 
 

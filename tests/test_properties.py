@@ -24,7 +24,9 @@ from tests.reference import rtol_for
 # rounding alone.
 MAX_CLASSES = 40
 HUGE = [-3e38, -1e4, 1e4, 3e38]
-PROPERTY_SETTINGS = settings(max_examples=60, deadline=None)  # deadline: Numba compiles on first call
+# deadline: Numba compiles on first call.  derandomize: CI must not pass or fail by
+# chance; the examples are still 200 different blocks, the same on every run.
+PROPERTY_SETTINGS = settings(max_examples=200, deadline=None, derandomize=True)
 
 
 @st.composite
@@ -70,6 +72,8 @@ def test_fused_step_gradient_rows_sum_to_zero_and_stay_finite(block):
 @given(logit_blocks())
 @example(SPREAD_ROW + (np.ones(1, np.float32),))
 @example(SPREAD_ROW + (np.zeros(1, np.float32),))
+# Found by hypothesis: y is the argmax, and reassociating (z + b) - m left d just below 1.
+@example((np.array([[-1e4, -1e4]]), np.array([0.0, 28.95553445]), np.array([1]), np.array([1.0])))
 def test_fused_step_loss_is_finite_and_non_negative(block):
     loss, _, _ = fused(*block)
     assert math.isfinite(loss)
