@@ -180,10 +180,10 @@ def test_no_intercept_keeps_intercept_zero(wine):
 def test_dataframe_sets_feature_names_in(iris):
     X, y = iris
     columns = ["sepal_l", "sepal_w", "petal_l", "petal_w"]
-    clf = SoftmaxClassifier(dtype="float64").fit(pd.DataFrame(X, columns=columns), y)
+    clf = SoftmaxClassifier(dtype="float64", max_iter=300).fit(pd.DataFrame(X, columns=columns), y)
     np.testing.assert_array_equal(clf.feature_names_in_, columns)
     assert clf.feature_names_in_.dtype == object
-    on_array = SoftmaxClassifier(dtype="float64").fit(X, y)
+    on_array = SoftmaxClassifier(dtype="float64", max_iter=300).fit(X, y)
     np.testing.assert_array_equal(clf.coef_, on_array.coef_)
     np.testing.assert_array_equal(
         clf.predict_proba(pd.DataFrame(X, columns=columns)), on_array.predict_proba(X)
@@ -193,7 +193,7 @@ def test_dataframe_sets_feature_names_in(iris):
 @pytest.fixture(scope="module")
 def fitted_on_dataframe(iris):
     X, y = iris
-    return SoftmaxClassifier(dtype="float64").fit(pd.DataFrame(X, columns=list("abcd")), y)
+    return SoftmaxClassifier(dtype="float64", max_iter=300).fit(pd.DataFrame(X, columns=list("abcd")), y)
 
 
 def test_reordered_columns_raise_as_sklearn_does(iris, fitted_on_dataframe):
@@ -216,7 +216,7 @@ def test_array_after_dataframe_fit_warns(iris, fitted_on_dataframe):
 
 def test_dataframe_after_array_fit_warns(iris):
     X, y = iris
-    clf = SoftmaxClassifier(dtype="float64").fit(X, y)
+    clf = SoftmaxClassifier(dtype="float64", max_iter=300).fit(X, y)
     with pytest.warns(UserWarning, match="X has feature names, but SoftmaxClassifier was fitted without"):
         clf.predict(pd.DataFrame(X, columns=list("abcd")))
 
