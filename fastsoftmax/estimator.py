@@ -292,7 +292,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             # Work on a copy, so that a failure leaves the committed state untouched.
             state = copy.deepcopy(state)
         train = SoftmaxObjective(
-            backend, backend.asarray(X), backend.asarray(y_idx), backend.asarray(sw), len(classes),
+            backend, backend.resident(X), backend.asarray(y_idx), backend.asarray(sw), len(classes),
             float(self.alpha), bool(self.fit_intercept),
         )
         params0 = train.init_params() if first_call else self._backend_params(backend)
@@ -333,7 +333,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         alpha, fit_intercept = float(self.alpha), bool(self.fit_intercept)
         if not self.early_stopping:
             return SoftmaxObjective(
-                backend, backend.asarray(X), backend.asarray(y_idx), backend.asarray(sw), n_classes, alpha, fit_intercept
+                backend, backend.resident(X), backend.asarray(y_idx), backend.asarray(sw), n_classes, alpha, fit_intercept
             ), None
         counts = np.bincount(y_idx, minlength=n_classes)
         stratify = y_idx if counts.min() >= 2 else None
@@ -344,7 +344,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         for rows in (np.sort(train_rows), np.sort(val_rows)):
             objectives.append(
                 SoftmaxObjective(
-                    backend, backend.asarray(X[rows]), backend.asarray(y_idx[rows]), backend.asarray(sw[rows]),
+                    backend, backend.resident(X[rows]), backend.asarray(y_idx[rows]), backend.asarray(sw[rows]),
                     n_classes, alpha, fit_intercept,
                 )
             )
@@ -414,6 +414,20 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "coef_")
         return validate_data(self, X, dtype=self.coef_.dtype.type, order="C", reset=False)
 
+    def _map_row_chunks(self, X, compute):
+        """``compute(backend, X_chunk, W, b)`` over row chunks sized by the backend, on the host.
+
+        The CPU backend takes all rows at once; the CUDA backend takes as many as
+        free device memory allows, so predictions never need the whole logits matrix
+        on the device.
+        """
+        X = self._check_predict_input(X)
+        backend = get_backend(self.backend)
+        W, b = self._backend_params(backend)
+        step = backend.max_chunk_rows(X, len(self.classes_)) or max(1, X.shape[0])
+        parts = [backend.to_host(compute(backend, X[start : start + step], W, b)) for start in range(0, X.shape[0], step)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
     def decision_function(self, X):
         """Logits ``X @ coef_.T + intercept_``.
 
@@ -423,33 +437,22 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             For two classes, the margin of the second class over the first, as
             scikit-learn's binary classifiers return it.
         """
-        X = self._check_predict_input(X)
-        backend = get_backend(self.backend)
-        W, b = self._backend_params(backend)
-        Z = backend.to_host(backend.logits(backend.asarray(X), W, b))
+        Z = self._map_row_chunks(X, lambda backend, X, W, b: backend.logits(X, W, b))
         return Z[:, 1] - Z[:, 0] if len(self.classes_) == 2 else Z
 
     def predict_proba(self, X):
         """Class probabilities, of shape (n_samples, n_classes), in ``classes_`` order."""
-        X = self._check_predict_input(X)
-        backend = get_backend(self.backend)
-        W, b = self._backend_params(backend)
-        return backend.to_host(backend.softmax(backend.asarray(X), W, b))
+        return self._map_row_chunks(X, lambda backend, X, W, b: backend.softmax(X, W, b))
 
     def predict_log_proba(self, X):
         """Log of :meth:`predict_proba`, computed without underflow."""
-        X = self._check_predict_input(X)
-        backend = get_backend(self.backend)
-        W, b = self._backend_params(backend)
-        return backend.to_host(backend.softmax(backend.asarray(X), W, b, log=True))
+        return self._map_row_chunks(X, lambda backend, X, W, b: backend.softmax(X, W, b, log=True))
 
     def predict(self, X):
         """Most probable class label for each row of ``X``."""
-        X = self._check_predict_input(X)
-        backend = get_backend(self.backend)
-        W, b = self._backend_params(backend)
-        Z = backend.to_host(backend.logits(backend.asarray(X), W, b))
-        return self.classes_[np.argmax(Z, axis=1)]
+        # argmax on the backend: only one index per row crosses to the host.
+        best = self._map_row_chunks(X, lambda backend, X, W, b: backend.logits(X, W, b).argmax(axis=1))
+        return self.classes_[best]
 
     # -- persistence ----------------------------------------------------------------
     def save(self, path):

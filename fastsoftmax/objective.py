@@ -40,8 +40,9 @@ class SoftmaxObjective:
         L2 strength on W.
     fit_intercept : bool
     chunk_rows : int or None
-        Rows handed to the backend per call; None hands it the whole data set, which
-        the CPU backend blocks for its caches itself.
+        Rows handed to the backend per call; None asks the backend (the CPU backend
+        takes everything at once and blocks it for its caches; the CUDA backend sizes
+        chunks from free device memory).
     """
 
     backend: Backend
@@ -95,7 +96,7 @@ class SoftmaxObjective:
             scale = sw / total if total > 0 else sw
         dW = self.backend.zeros(W.shape, self.dtype)
         db = self.backend.zeros(b.shape, self.dtype)
-        step = self.chunk_rows or max(1, X.shape[0])
+        step = self.chunk_rows or self.backend.max_chunk_rows(self.X, self.n_classes) or max(1, X.shape[0])
         loss = 0.0
         for start in range(0, X.shape[0], step):
             stop = start + step

@@ -1,4 +1,10 @@
-"""Shared fixtures: every numeric test runs on each backend and in each dtype."""
+"""Shared fixtures: every numeric test runs on each backend and in each dtype.
+
+The "cuda" cases carry the ``cuda`` marker.  Without a GPU they run under Numba's
+CUDA simulator, in a second pytest run (README's test command does both)::
+
+    NUMBA_ENABLE_CUDASIM=1 python -m pytest -m cuda
+"""
 import numpy as np
 import pytest
 
@@ -8,9 +14,10 @@ BACKENDS = [
     pytest.param("cpu"),
     pytest.param(
         "cuda",
-        marks=pytest.mark.skipif(
-            cuda_unavailable_reason() is not None, reason=cuda_unavailable_reason() or ""
-        ),
+        marks=[
+            pytest.mark.cuda,
+            pytest.mark.skipif(cuda_unavailable_reason() is not None, reason=cuda_unavailable_reason() or ""),
+        ],
     ),
 ]
 
@@ -23,3 +30,14 @@ def backend(request):
 @pytest.fixture(params=[np.float32, np.float64], ids=["float32", "float64"])
 def dtype(request):
     return request.param
+
+
+def pytest_configure(config):
+    # numba-cuda has its own NumbaPerformanceWarning class (an implicit host copy on
+    # a launch); like Numba's, it is an error in the tests.  numba-cuda is optional.
+    try:
+        from numba.cuda.core.errors import NumbaPerformanceWarning
+    except ImportError:
+        return
+    name = f"{NumbaPerformanceWarning.__module__}.{NumbaPerformanceWarning.__qualname__}"
+    config.addinivalue_line("filterwarnings", f"error::{name}")

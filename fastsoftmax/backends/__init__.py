@@ -2,37 +2,46 @@
 import functools
 
 from .cpu import NumpyBackend
+from .errors import BackendUnavailableError, DeviceMemoryError
 from .protocol import Array, Backend
 
 BACKEND_NAMES = ("auto", "cpu", "cuda")
 
 
-class BackendUnavailableError(ValueError):
-    """A backend was asked for by name but cannot run on this machine."""
+def cuda_simulated():
+    """True when Numba's CUDA simulator is on (``NUMBA_ENABLE_CUDASIM=1``)."""
+    from numba import config
+
+    return bool(getattr(config, "ENABLE_CUDASIM", False))
 
 
 @functools.lru_cache(maxsize=1)
 def cuda_unavailable_reason():
     """Why the CUDA backend cannot run here, or None when it can.
 
+    Under Numba's CUDA simulator the backend runs (slowly, on NumPy arrays), so the
+    reason is None there too; "auto" never picks the simulator.
+
     Returns
     -------
     reason : str or None
     """
     try:
-        import cupy  # noqa: F401
-    except Exception as exc:  # ImportError, or a CUDA library that fails to load
-        return f"CuPy is not importable ({type(exc).__name__}: {exc}); install fastsoftmax[cuda12] or [cuda13]"
-    try:
         from numba import cuda
     except Exception as exc:
         return f"numba.cuda is not importable ({type(exc).__name__}: {exc}); install numba-cuda"
+    if cuda_simulated():
+        return None
+    try:
+        import cupy  # noqa: F401
+    except Exception as exc:  # ImportError, or a CUDA library that fails to load
+        return f"CuPy is not importable ({type(exc).__name__}: {exc}); install fastsoftmax[cuda12] or [cuda13]"
     try:
         if not cuda.is_available():
             return "no CUDA device or driver is visible to numba.cuda"
     except Exception as exc:
         return f"the CUDA driver could not be queried ({type(exc).__name__}: {exc})"
-    return "the CUDA backend is not part of this fastsoftmax version yet"
+    return None
 
 
 @functools.lru_cache(maxsize=None)
@@ -41,14 +50,21 @@ def _cpu_backend():
     return NumpyBackend()
 
 
+@functools.lru_cache(maxsize=None)
+def _cuda_backend():
+    from .cuda import CudaBackend
+
+    return CudaBackend(simulated=cuda_simulated())
+
+
 def get_backend(backend="auto") -> Backend:
     """Return the backend for a name, or ``backend`` itself if it is a backend object.
 
     Parameters
     ----------
     backend : {"auto", "cpu", "cuda"} or Backend
-        "auto" picks the best backend that runs here (the CPU until the CUDA
-        backend lands).
+        "auto" picks CUDA when a real GPU, CuPy and numba-cuda are present, and the
+        CPU otherwise (never the CUDA simulator, which is for tests).
 
     Raises
     ------
@@ -64,7 +80,12 @@ def get_backend(backend="auto") -> Backend:
     if backend not in BACKEND_NAMES:
         raise ValueError(f"backend={backend!r} is not known; expected one of {BACKEND_NAMES}")
     if backend == "cuda":
-        raise BackendUnavailableError(f"backend='cuda' is not available: {cuda_unavailable_reason()}")
+        reason = cuda_unavailable_reason()
+        if reason is not None:
+            raise BackendUnavailableError(f"backend='cuda' is not available: {reason}")
+        return _cuda_backend()
+    if backend == "auto" and not cuda_simulated() and cuda_unavailable_reason() is None:
+        return _cuda_backend()
     return _cpu_backend()
 
 
@@ -82,6 +103,8 @@ __all__ = [
     "Array",
     "Backend",
     "BackendUnavailableError",
+    "DeviceMemoryError",
+    "cuda_simulated",
     "NumpyBackend",
     "available_backends",
     "get_backend",

@@ -107,6 +107,14 @@ class NumpyBackend:
     def zeros(self, shape, dtype):
         return np.zeros(shape, dtype=dtype)
 
+    def resident(self, a, dtype=None):
+        return self.asarray(a, dtype)
+
+    def max_chunk_rows(self, X, n_classes):
+        # Blocks are sized for the caches inside each call; a call's logits never
+        # exist whole, so the caller need not chunk.
+        return None
+
     # -- maths --------------------------------------------------------------------
     def logits(self, X, W, b):
         Z = X @ W

@@ -26,6 +26,19 @@ class Backend(Protocol):
     def zeros(self, shape, dtype) -> Array:
         """Return a zero-filled backend array."""
 
+    def resident(self, a, dtype=None) -> Array:
+        """Return a data set where the backend will keep it for repeated passes.
+
+        A backend array when it fits the backend's memory, else a host array that
+        the methods below accept and move chunk by chunk.
+        """
+
+    def max_chunk_rows(self, X, n_classes) -> int | None:
+        """Rows of ``X`` one call of the methods below may take now, or None for no limit.
+
+        Raises DeviceMemoryError when not even one row fits.
+        """
+
     def logits(self, X, W, b) -> Array:
         """Return ``X @ W + b`` of shape (n_rows, n_classes)."""
 
