@@ -18,7 +18,7 @@ from .objective import SoftmaxObjective
 from .params import validate_params
 from .solvers import UPDATE_RULES, MinibatchConfig, get_solver
 from .solvers.minibatch import MinibatchState
-from .validation import check_dtype, check_sample_weight
+from .validation import check_dtype, check_sample_weight, is_device_array
 
 MINIBATCH_SOLVERS = ("sgd", "adam")
 
@@ -214,7 +214,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"early_stopping=True needs a minibatch solver {MINIBATCH_SOLVERS}, not solver={self.solver!r}")
         previous = self._fitted_params_if_warm()
         dtype = check_dtype(self.dtype)
-        X, y = validate_data(self, X, y, dtype=dtype, order="C", ensure_min_samples=1, y_numeric=False)
+        X, y = self._validate_training_data(X, y, dtype, reset=True)
         check_classification_targets(y)
         classes, y_idx = np.unique(y, return_inverse=True)
         if len(classes) < 2:
@@ -276,7 +276,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"classes={classes.tolist()} differs from the first call's {self.classes_.tolist()}")
         else:
             classes = self.classes_
-        X, y = validate_data(self, X, y, dtype=dtype, order="C", ensure_min_samples=1, reset=first_call)
+        X, y = self._validate_training_data(X, y, dtype, reset=first_call)
         check_classification_targets(y)
         unknown = np.setdiff1d(np.unique(y), classes)
         if unknown.size:
@@ -301,6 +301,39 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self.n_iter_ = (0 if first_call else self.n_iter_) + result.n_iter
         self.loss_curve_ = ([] if first_call else self.loss_curve_) + list(result.loss_curve)
         return self
+
+    def _validate_training_data(self, X, y, dtype, reset):
+        """X and y checked as scikit-learn checks them; X stays on the GPU if it is there."""
+        if not is_device_array(X):
+            return validate_data(self, X, y, dtype=dtype, order="C", ensure_min_samples=1, reset=reset)
+        X = self._validate_device_X(X, dtype, reset)
+        y = np.asarray(y.get() if is_device_array(y) else y)
+        if y.ndim != 1 or y.shape[0] != X.shape[0]:
+            raise ValueError(f"y must be 1-D with one label per row of X ({X.shape[0]}), got shape {y.shape}")
+        return X, y
+
+    def _validate_device_X(self, X, dtype, reset):
+        """Checks of a CuPy X, on the device: only a few scalars cross to the host."""
+        backend = get_backend(self.backend)
+        if backend.name != "cuda":
+            raise ValueError(f"X is a GPU array ({type(X).__name__}); use backend='cuda' or pass a NumPy array")
+        if X.ndim != 2:
+            raise ValueError(f"Expected 2D array, got an array of shape {X.shape} instead")
+        if X.shape[0] < 1 or X.shape[1] < 1:
+            raise ValueError(f"X of shape {X.shape} is empty; need at least one sample and one feature")
+        if X.dtype.kind not in "fiub":
+            raise ValueError(f"X must hold real numbers, got dtype {X.dtype}")
+        X = backend.asarray(X, dtype)
+        if not bool(backend.xp.isfinite(X).all()):
+            raise ValueError("Input X contains NaN or infinity.")
+        if reset:
+            self.n_features_in_ = X.shape[1]
+            self.__dict__.pop("feature_names_in_", None)
+        elif X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but SoftmaxClassifier is expecting {self.n_features_in_} features as input."
+            )
+        return X
 
     def _combined_weight(self, sample_weight, classes, y_idx, n_samples, dtype):
         sw = check_sample_weight(sample_weight, n_samples, np.float64)
@@ -412,6 +445,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     # -- prediction -----------------------------------------------------------------
     def _check_predict_input(self, X):
         check_is_fitted(self, "coef_")
+        if is_device_array(X):
+            return self._validate_device_X(X, self.coef_.dtype.type, reset=False)
         return validate_data(self, X, dtype=self.coef_.dtype.type, order="C", reset=False)
 
     def _map_row_chunks(self, X, compute):

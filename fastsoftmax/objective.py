@@ -63,7 +63,8 @@ class SoftmaxObjective:
 
     @property
     def dtype(self):
-        return self.X.dtype
+        # The weights' dtype is the computation's; X may be stored narrower (float16).
+        return self.sample_weight.dtype
 
     def init_params(self):
         """Zero parameters ``(W, b)``: the objective is convex, so zero is as good a start as any."""

@@ -10,6 +10,11 @@ import numpy as np
 FLOAT_DTYPES = (np.float32, np.float64)
 
 
+def is_device_array(a):
+    """True for GPU arrays (CuPy, or anything exposing ``__cuda_array_interface__``)."""
+    return hasattr(a, "__cuda_array_interface__")
+
+
 def check_dtype(dtype):
     """Return ``dtype`` as np.float32 or np.float64, or raise ValueError."""
     try:

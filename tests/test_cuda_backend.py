@@ -125,3 +125,91 @@ def test_gpu_predict_on_device_matches_cpu_in_float32():
     # float32 GEMM over 128 features, then a softmax over 300 classes.
     assert np.abs(got - want).max() <= 50 * rtol_for(np.float32, 128 + 300), f"seed {seed}"
     assert np.mean(model.predict(X) == model.classes_[want.argmax(1)]) > 0.999, f"seed {seed}"
+
+
+# -- 16-bit storage and TF32 ------------------------------------------------------------
+def _bfloat16_round(X):
+    """Round float32 to the nearest bfloat16 (ties to even), by arithmetic on the values."""
+    X = np.asarray(X, np.float32)
+    mantissa, exponent = np.frexp(X)  # X = mantissa * 2**exponent, 0.5 <= |mantissa| < 1
+    # bfloat16 keeps 8 significant bits: round the mantissa to multiples of 2**-8.
+    return np.ldexp(np.round(mantissa * 256) / 256, exponent).astype(np.float32)
+
+
+@pytest.mark.parametrize("storage", ["float16", "bfloat16"])
+def test_16_bit_storage_is_the_float32_fit_on_rounded_X(storage):
+    from fastsoftmax.backends.cuda import CudaBackend
+
+    X, y, W, b = make_problem(29, 6, 5, np.float32, seed=13)
+    backend = CudaBackend(storage=storage)
+    stored = backend.resident(X)
+    assert stored.dtype.itemsize == 2
+    X_rounded = X.astype(np.float16).astype(np.float32) if storage == "float16" else _bfloat16_round(X)
+    np.testing.assert_array_equal(backend.to_host(backend._widen(stored, np.float32)), X_rounded)
+    # Relative rounding error: half an ulp of 11 (float16) or 8 (bfloat16) significant bits.
+    bits = 11 if storage == "float16" else 8
+    assert np.all(np.abs(X_rounded - X) <= 2.0**-bits * np.abs(X))
+
+    sw = np.ones(29, np.float32)
+    on_device = SoftmaxObjective(backend, stored, backend.asarray(y), backend.asarray(sw), 5)
+    cpu = get_backend("cpu")
+    reference = SoftmaxObjective(cpu, X_rounded, y, sw, 5)
+    loss, (dW, db) = on_device.loss_grad((backend.asarray(W), backend.asarray(b)))
+    loss_ref, (dW_ref, db_ref) = reference.loss_grad((W, b))
+    rtol = rtol_for(np.float32, 29 + 6 + 5)
+    assert abs(loss - loss_ref) <= rtol * loss_ref
+    assert max_rel_err(backend.to_host(dW), dW_ref) <= rtol
+    assert max_rel_err(backend.to_host(db), db_ref) <= rtol
+
+
+def test_float16_storage_refuses_values_beyond_its_range():
+    from fastsoftmax.backends.cuda import CudaBackend
+
+    with pytest.raises(ValueError, match=r"beyond float16's range \(\+-65504\)"):
+        CudaBackend(storage="float16").resident(np.array([[1e5, 0.0]], np.float32))
+
+
+def test_backend_options_are_validated_and_survive_clone_and_pickle(tiny):
+    import pickle
+
+    from sklearn.base import clone
+
+    from fastsoftmax.backends.cuda import CudaBackend
+
+    with pytest.raises(ValueError, match="storage='float8' is not supported"):
+        CudaBackend(storage="float8")
+    model = SoftmaxClassifier(backend=CudaBackend(storage="bfloat16", tf32=True))
+    for copy in (clone(model).backend, pickle.loads(pickle.dumps(model)).backend):
+        assert (copy.storage, copy.tf32) == ("bfloat16", True)
+
+
+@pytest.mark.gpu
+def test_gpu_tf32_gradient_is_within_its_stated_accuracy():
+    cupy = pytest.importorskip("cupy")
+    if cuda_simulated():
+        pytest.skip("needs a real GPU")
+    from fastsoftmax.backends.cuda import CudaBackend
+
+    seed = _fresh_seed()
+    X, y, W, b = make_problem(100_000, 256, 100, np.float32, seed=seed)
+    results = []
+    for tf32 in (False, True):
+        backend = CudaBackend(tf32=tf32)
+        objective = SoftmaxObjective(backend, cupy.asarray(X), cupy.asarray(y), cupy.ones(len(y), np.float32), 100)
+        results.append(objective.loss_grad((cupy.asarray(W), cupy.asarray(b))))
+    (loss, (dW, _)), (loss_tf32, (dW_tf32, _)) = results
+    # TF32 rounds GEMM inputs to 10 mantissa bits: 2**-11 per product, summed over 256 features.
+    assert max_rel_err(cupy.asnumpy(dW_tf32), cupy.asnumpy(dW)) <= 2.0**-11 * 16, f"seed {seed}"
+    assert abs(loss_tf32 - loss) <= 2.0**-11 * 16 * loss, f"seed {seed}"
+
+
+@pytest.mark.gpu
+def test_gpu_fit_accepts_data_already_on_the_device():
+    cupy = pytest.importorskip("cupy")
+    if cuda_simulated():
+        pytest.skip("needs a real GPU")
+    X, y, _, _ = make_problem(10_000, 32, 10, np.float32, seed=_fresh_seed())
+    on_host = SoftmaxClassifier(backend="cuda", max_iter=50).fit(X, y)
+    on_device = SoftmaxClassifier(backend="cuda", max_iter=50).fit(cupy.asarray(X), cupy.asarray(y))
+    np.testing.assert_allclose(on_device.coef_, on_host.coef_, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(on_device.predict(cupy.asarray(X)), on_host.predict(X))

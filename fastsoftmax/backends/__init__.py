@@ -3,45 +3,10 @@ import functools
 
 from .cpu import NumpyBackend
 from .errors import BackendUnavailableError, DeviceMemoryError
+from .probe import cuda_simulated, cuda_unavailable_reason
 from .protocol import Array, Backend
 
 BACKEND_NAMES = ("auto", "cpu", "cuda")
-
-
-def cuda_simulated():
-    """True when Numba's CUDA simulator is on (``NUMBA_ENABLE_CUDASIM=1``)."""
-    from numba import config
-
-    return bool(getattr(config, "ENABLE_CUDASIM", False))
-
-
-@functools.lru_cache(maxsize=1)
-def cuda_unavailable_reason():
-    """Why the CUDA backend cannot run here, or None when it can.
-
-    Under Numba's CUDA simulator the backend runs (slowly, on NumPy arrays), so the
-    reason is None there too; "auto" never picks the simulator.
-
-    Returns
-    -------
-    reason : str or None
-    """
-    try:
-        from numba import cuda
-    except Exception as exc:
-        return f"numba.cuda is not importable ({type(exc).__name__}: {exc}); install numba-cuda"
-    if cuda_simulated():
-        return None
-    try:
-        import cupy  # noqa: F401
-    except Exception as exc:  # ImportError, or a CUDA library that fails to load
-        return f"CuPy is not importable ({type(exc).__name__}: {exc}); install fastsoftmax[cuda12] or [cuda13]"
-    try:
-        if not cuda.is_available():
-            return "no CUDA device or driver is visible to numba.cuda"
-    except Exception as exc:
-        return f"the CUDA driver could not be queried ({type(exc).__name__}: {exc})"
-    return None
 
 
 @functools.lru_cache(maxsize=None)
@@ -54,7 +19,7 @@ def _cpu_backend():
 def _cuda_backend():
     from .cuda import CudaBackend
 
-    return CudaBackend(simulated=cuda_simulated())
+    return CudaBackend()
 
 
 def get_backend(backend="auto") -> Backend:

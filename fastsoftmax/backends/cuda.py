@@ -13,10 +13,28 @@ simulator.  That is how CI tests this backend; speed means nothing there.
 Memory: data sets that fit in the memory budget are copied to the device once and
 stay there; larger ones stay on the host and each chunk is copied when it is used.
 Chunks are sized from the free device memory at the time of the pass.
+
+Reduced precision, both off by default, each a stated accuracy trade:
+
+- ``storage="float16"`` or ``"bfloat16"`` keeps the training data X in 16 bits (half
+  the memory and host-to-device traffic); each chunk is widened to the model's dtype
+  just before its GEMMs, so every sum still accumulates in float32.  The fit is then
+  exactly the float32 fit on X rounded to 16 bits: a relative error per element of
+  at most 2**-11 (float16, 4.9e-4; values beyond +-65504 are refused) or 2**-8
+  (bfloat16, 3.9e-3, float32's range).  bfloat16 travels as its uint16 bit pattern,
+  since CuPy has no bfloat16 dtype; conversion rounds to nearest even.
+- ``tf32=True`` lets cuBLAS run float32 GEMMs on TF32 tensor cores (cuBLAS math mode
+  ``CUBLAS_TF32_TENSOR_OP_MATH``, Ampere and newer): inputs rounded to 10 mantissa
+  bits, products accumulated in float32, so logits and gradients carry a relative
+  error of about 2**-11 times the square root of the reduction length at worst
+  typical; the softmax kernel itself stays in full float32.
 """
+import contextlib
+
 import numpy as np
 
-from .errors import DeviceMemoryError
+from .errors import BackendUnavailableError, DeviceMemoryError
+from .probe import cuda_simulated, cuda_unavailable_reason
 
 # Fraction of the free device memory a pass may fill with its per-chunk buffers
 # (logits, row losses, and an X chunk when X streams from the host); the rest is
@@ -33,18 +51,38 @@ class CudaBackend:
 
     Parameters
     ----------
-    simulated : bool
-        True under ``NUMBA_ENABLE_CUDASIM=1``: NumPy arrays, simulated kernels.
+    storage : {None, "float16", "bfloat16"}, default=None
+        Keep training data in 16 bits on the device (see the module docstring).
+    tf32 : bool, default=False
+        Allow TF32 tensor-core GEMMs for float32 (see the module docstring).
+
+    Raises
+    ------
+    BackendUnavailableError
+        When neither a GPU with CuPy nor the CUDA simulator is available.
+
+    Examples
+    --------
+    ``SoftmaxClassifier(backend=CudaBackend(storage="bfloat16"))`` trains on a data set
+    twice the size that fits in float32.
     """
 
     name = "cuda"
+    STORAGE_DTYPES = {None: None, "float16": np.float16, "bfloat16": np.uint16}
 
-    def __init__(self, simulated=False):
+    def __init__(self, storage=None, tf32=False):
+        if storage not in self.STORAGE_DTYPES:
+            raise ValueError(f"storage={storage!r} is not supported; expected one of {list(self.STORAGE_DTYPES)}")
+        reason = cuda_unavailable_reason()
+        if reason is not None:
+            raise BackendUnavailableError(f"the CUDA backend is not available: {reason}")
         from fastsoftmax.kernels import cuda as kernels
 
-        self.simulated = simulated
+        self.storage = storage
+        self.tf32 = bool(tf32)
+        self.simulated = cuda_simulated()
         self._kernels = kernels
-        if simulated:
+        if self.simulated:
             self.xp = np
         else:
             import cupy
@@ -52,10 +90,10 @@ class CudaBackend:
             self.xp = cupy
 
     def __repr__(self):
-        return f"CudaBackend(simulated={self.simulated})"
+        return f"CudaBackend(storage={self.storage!r}, tf32={self.tf32})"
 
     def __reduce__(self):
-        return (CudaBackend, (self.simulated,))
+        return (CudaBackend, (self.storage, self.tf32))
 
     # -- arrays -------------------------------------------------------------------
     def asarray(self, a, dtype=None):
@@ -70,15 +108,37 @@ class CudaBackend:
         return self.xp.zeros(shape, dtype=dtype)
 
     def resident(self, a, dtype=None):
-        """``a`` on the device if it fits the memory budget, else ``a`` on the host.
+        """Training data on the device if it fits the memory budget, else on the host.
 
-        A host-resident array is copied to the device one chunk at a time by the
-        methods below; the objective's chunking keeps each copy within the budget.
+        In the ``storage`` format when one is set.  A host-resident array is copied to
+        the device one chunk at a time by the methods below; the objective's chunking
+        keeps each copy within the budget.
         """
-        nbytes = np.dtype(dtype or a.dtype).itemsize * int(np.prod(a.shape))
-        if self.simulated or nbytes <= RESIDENT_FRACTION * self._free_bytes():
+        if hasattr(a, "__cuda_array_interface__") and self.storage is None:
             return self.asarray(a, dtype)
-        return np.ascontiguousarray(a, dtype=dtype)
+        host = self._to_storage(self.to_host(a) if hasattr(a, "__cuda_array_interface__") else np.asarray(a, dtype))
+        if self.simulated or host.nbytes <= RESIDENT_FRACTION * self._free_bytes():
+            return self.asarray(host)
+        return np.ascontiguousarray(host)
+
+    def _to_storage(self, X):
+        if self.storage == "float16":
+            if X.size and np.abs(X).max() > np.finfo(np.float16).max:
+                raise ValueError("X has values beyond float16's range (+-65504); use storage='bfloat16' or None")
+            return X.astype(np.float16)
+        if self.storage == "bfloat16":
+            bits = np.ascontiguousarray(X, dtype=np.float32).view(np.uint32)
+            # Round to nearest even on the 16 bits that are dropped.
+            rounded = bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
+            return (rounded >> np.uint32(16)).astype(np.uint16)
+        return X
+
+    def _widen(self, X, dtype):
+        """A chunk of X in the model's dtype, from whatever it is stored as."""
+        X = self.asarray(X)
+        if X.dtype == np.uint16:  # bfloat16 bits: they are the top half of a float32
+            X = (X.astype(np.uint32) << np.uint32(16)).view(np.float32)
+        return X if X.dtype == dtype else X.astype(dtype)
 
     # -- memory -------------------------------------------------------------------
     def _free_bytes(self):
@@ -99,9 +159,14 @@ class CudaBackend:
         DeviceMemoryError
             When not even one row fits.
         """
-        n_features, itemsize = X.shape[1], X.dtype.itemsize
+        n_features = X.shape[1]
+        itemsize = 4 if X.dtype.itemsize < 4 else X.dtype.itemsize  # 16-bit X computes in float32
         streamed = not (self.simulated or hasattr(X, "__cuda_array_interface__"))
-        per_row = itemsize * (n_classes + (n_features if streamed else 0)) + 8  # + float64 row loss
+        # Logits, the float64 row loss, the chunk of X when it comes from the host, and
+        # its widened copy when X is stored in 16 bits.
+        per_row = itemsize * n_classes + 8
+        per_row += X.dtype.itemsize * n_features if streamed else 0
+        per_row += itemsize * n_features if X.dtype.itemsize < 4 else 0
         budget = int(MEMORY_FRACTION * self._free_bytes())
         rows = budget // per_row
         if rows < 1:
@@ -122,23 +187,43 @@ class CudaBackend:
         # CuPy's null stream has pointer 0: that is Numba's default stream (0) too.
         return cuda.external_stream(ptr) if ptr else 0
 
+    @contextlib.contextmanager
+    def _gemm_mode(self):
+        """cuBLAS math mode for our GEMMs: TF32 tensor cores when asked, restored after."""
+        if not self.tf32 or self.simulated:
+            yield
+            return
+        from cupy_backends.cuda.libs import cublas
+
+        handle = self.xp.cuda.device.get_cublas_handle()
+        previous = cublas.getMathMode(handle)
+        cublas.setMathMode(handle, cublas.CUBLAS_TF32_TENSOR_OP_MATH)
+        try:
+            yield
+        finally:
+            cublas.setMathMode(handle, previous)
+
     def logits(self, X, W, b):
-        Z = self.asarray(X) @ W
+        with self._gemm_mode():
+            Z = self._widen(X, W.dtype) @ W
         Z += b
         return Z
 
     def softmax(self, X, W, b, log=False):
-        Z = self.asarray(X) @ W
+        with self._gemm_mode():
+            Z = self._widen(X, W.dtype) @ W
         self._kernels.softmax_(Z, b, log=log, stream=self._stream())
         return Z
 
     def loss_grad_accumulate_(self, X, y, scale, W, b, dW, db):
-        X, y, scale = self.asarray(X), self.asarray(y), self.asarray(scale)
-        Z = X @ W
+        X, y, scale = self._widen(X, W.dtype), self.asarray(y), self.asarray(scale)
+        with self._gemm_mode():
+            Z = X @ W
         # float64: a float32 row's loss reaches 6.8e38 for logits near 3e38.
         row_loss = self.xp.empty(X.shape[0], dtype=np.float64)
         self._kernels.softmax_xent_grad_(Z, b, y, scale, row_loss, stream=self._stream())
-        self._accumulate_xt_g_(X, Z, dW)
+        with self._gemm_mode():
+            self._accumulate_xt_g_(X, Z, dW)
         db += Z.sum(axis=0)
         return row_loss.sum(dtype=np.float64)
 
