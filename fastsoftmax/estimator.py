@@ -18,7 +18,7 @@ from .objective import SoftmaxObjective
 from .params import validate_params
 from .solvers import UPDATE_RULES, MinibatchConfig, get_solver
 from .solvers.minibatch import MinibatchState
-from .validation import check_dtype, check_sample_weight, is_device_array
+from .validation import check_dtype, check_sample_weight, is_device_array, to_host
 
 MINIBATCH_SOLVERS = ("sgd", "adam")
 
@@ -285,8 +285,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         sw = self._combined_weight(sample_weight, classes, y_idx, X.shape[0], dtype)
         backend = get_backend(self.backend)
         state = None if first_call else getattr(self, "_minibatch_state", None)
-        if state is None or state.solver != self.solver:
-            # First call, a loaded model, or a fit by another solver: fresh update-rule state.
+        if state is None or (state.solver, state.backend) != (self.solver, backend.name):
+            # First call, a loaded or unpickled model, or a fit by another solver or on
+            # another backend (its moments live there): fresh update-rule state.
             state = self._new_minibatch_state(check_random_state(self.random_state))
         else:
             # Work on a copy, so that a failure leaves the committed state untouched.
@@ -307,7 +308,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         if not is_device_array(X):
             return validate_data(self, X, y, dtype=dtype, order="C", ensure_min_samples=1, reset=reset)
         X = self._validate_device_X(X, dtype, reset)
-        y = np.asarray(y.get() if is_device_array(y) else y)
+        y = np.asarray(to_host(y))
         if y.ndim != 1 or y.shape[0] != X.shape[0]:
             raise ValueError(f"y must be 1-D with one label per row of X ({X.shape[0]}), got shape {y.shape}")
         return X, y
@@ -324,7 +325,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         if X.dtype.kind not in "fiub":
             raise ValueError(f"X must hold real numbers, got dtype {X.dtype}")
         X = backend.asarray(X, dtype)
-        if not bool(backend.xp.isfinite(X).all()):
+        # In slices of about 64 MB: isfinite allocates a byte per element.
+        step = max(1, (64 << 20) // X.shape[1])
+        if not all(bool(backend.xp.isfinite(X[i : i + step]).all()) for i in range(0, X.shape[0], step)):
             raise ValueError("Input X contains NaN or infinity.")
         if reset:
             self.n_features_in_ = X.shape[1]
@@ -336,7 +339,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         return X
 
     def _combined_weight(self, sample_weight, classes, y_idx, n_samples, dtype):
-        sw = check_sample_weight(sample_weight, n_samples, np.float64)
+        sw = check_sample_weight(to_host(sample_weight), n_samples, np.float64)
         if self.class_weight is not None:
             unknown = (
                 set(self.class_weight) - set(classes.tolist()) if isinstance(self.class_weight, dict) else set()
@@ -388,7 +391,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             update = UPDATE_RULES["sgd"](momentum=self.momentum, nesterov=self.nesterov)
         else:
             update = UPDATE_RULES["adam"](beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
-        return MinibatchState(solver=self.solver, update=update, rng=rng)
+        return MinibatchState(solver=self.solver, backend=get_backend(self.backend).name, update=update, rng=rng)
 
     def _run_solver(self, train, params0, validation, state, *, stop_early, max_iter=None):
         solver = get_solver(self.solver)
@@ -488,6 +491,13 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         # argmax on the backend: only one index per row crosses to the host.
         best = self._map_row_chunks(X, lambda backend, X, W, b: backend.logits(X, W, b).argmax(axis=1))
         return self.classes_[best]
+
+    def __getstate__(self):
+        # The minibatch state may hold GPU arrays; a pickle must load without CuPy.
+        # partial_fit after unpickling starts fresh moments, as after load().
+        state = super().__getstate__()
+        state.pop("_minibatch_state", None)
+        return state
 
     # -- persistence ----------------------------------------------------------------
     def save(self, path):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backends import Backend, get_backend
-from .validation import check_class_indices, check_dtype, check_finite, check_sample_weight
+from .validation import check_class_indices, check_dtype, check_finite, check_sample_weight, to_host
 
 
 @dataclass
@@ -156,6 +156,7 @@ def loss_and_grad(X, y, W, b=None, sample_weight=None, alpha=0.0, backend="auto"
     """
     be = get_backend(backend)
     X = np.asarray(X) if not hasattr(X, "__cuda_array_interface__") else X
+    W, b, y, sample_weight = (to_host(a) for a in (W, b, y, sample_weight))
     if X.dtype.kind not in "fiub":
         raise TypeError(f"X must hold real numbers, got dtype {X.dtype}")
     if X.ndim != 2:

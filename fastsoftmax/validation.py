@@ -15,6 +15,11 @@ def is_device_array(a):
     return hasattr(a, "__cuda_array_interface__")
 
 
+def to_host(a):
+    """A GPU array copied to the host; anything else unchanged (CuPy refuses np.asarray)."""
+    return a.get() if is_device_array(a) else a
+
+
 def check_dtype(dtype):
     """Return ``dtype`` as np.float32 or np.float64, or raise ValueError."""
     try:

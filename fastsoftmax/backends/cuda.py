@@ -44,6 +44,8 @@ MEMORY_FRACTION = 0.5
 RESIDENT_FRACTION = 0.6
 # What the simulator pretends is free: small enough that tests exercise chunking.
 SIMULATED_FREE_BYTES = 64 << 20
+# cublasMath_t value from cublas_api.h; CuPy's bindings name only 0 and 1.
+_CUBLAS_TF32_TENSOR_OP_MATH = 3
 
 
 class CudaBackend:
@@ -137,8 +139,22 @@ class CudaBackend:
         """A chunk of X in the model's dtype, from whatever it is stored as."""
         X = self.asarray(X)
         if X.dtype == np.uint16:  # bfloat16 bits: they are the top half of a float32
-            X = (X.astype(np.uint32) << np.uint32(16)).view(np.float32)
+            wide = X.astype(np.uint32)
+            wide <<= np.uint32(16)  # in place: one widened copy, as max_chunk_rows budgets
+            X = wide.view(np.float32)
         return X if X.dtype == dtype else X.astype(dtype)
+
+    def _matmul(self, X, W):
+        """``X @ W``; under TF32 through cublasSgemm, which honours the handle's math mode.
+
+        CuPy's ``@`` calls cublasGemmEx with an explicit CUBLAS_COMPUTE_32F, which the
+        math mode may not override; cublasSgemm is what PyTorch's TF32 switch relies on.
+        """
+        if self.tf32 and not self.simulated and W.dtype == np.float32:
+            from cupy import cublas
+
+            return cublas.gemm("N", "N", X, W, out=self.xp.empty((X.shape[0], W.shape[1]), W.dtype))
+        return X @ W
 
     # -- memory -------------------------------------------------------------------
     def _free_bytes(self):
@@ -197,7 +213,7 @@ class CudaBackend:
 
         handle = self.xp.cuda.device.get_cublas_handle()
         previous = cublas.getMathMode(handle)
-        cublas.setMathMode(handle, cublas.CUBLAS_TF32_TENSOR_OP_MATH)
+        cublas.setMathMode(handle, _CUBLAS_TF32_TENSOR_OP_MATH)
         try:
             yield
         finally:
@@ -205,20 +221,20 @@ class CudaBackend:
 
     def logits(self, X, W, b):
         with self._gemm_mode():
-            Z = self._widen(X, W.dtype) @ W
+            Z = self._matmul(self._widen(X, W.dtype), W)
         Z += b
         return Z
 
     def softmax(self, X, W, b, log=False):
         with self._gemm_mode():
-            Z = self._widen(X, W.dtype) @ W
+            Z = self._matmul(self._widen(X, W.dtype), W)
         self._kernels.softmax_(Z, b, log=log, stream=self._stream())
         return Z
 
     def loss_grad_accumulate_(self, X, y, scale, W, b, dW, db):
         X, y, scale = self._widen(X, W.dtype), self.asarray(y), self.asarray(scale)
         with self._gemm_mode():
-            Z = X @ W
+            Z = self._matmul(X, W)
         # float64: a float32 row's loss reaches 6.8e38 for logits near 3e38.
         row_loss = self.xp.empty(X.shape[0], dtype=np.float64)
         self._kernels.softmax_xent_grad_(Z, b, y, scale, row_loss, stream=self._stream())

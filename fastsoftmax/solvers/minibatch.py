@@ -38,6 +38,7 @@ class MinibatchState:
     """Everything needed to continue a minibatch fit where it stopped."""
 
     solver: str
+    backend: str
     update: object
     rng: np.random.RandomState
     epoch: int = 0
