@@ -4,6 +4,7 @@ Run with ``python -m pytest bench/bench_objective.py --benchmark-only`` (not par
 the default test run).  ``bench.cpu_pass`` prints the same comparison with ceilings
 and floor ratios; this file feeds pytest-benchmark's storage and comparison tools.
 """
+
 import numpy as np
 import pytest
 

@@ -4,6 +4,7 @@ The floor of a loss-and-gradient pass is ``max(flops / gemm_rate, bytes / read_b
 no implementation can do the two GEMMs faster than the best measured SGEMM, nor read X
 faster than the best measured streaming read.
 """
+
 import time
 
 import numpy as np

@@ -9,6 +9,7 @@ against a float64 reference before it is timed, and is reported with the ratio o
 time to the floor ``max(4 N D C / best SGEMM rate, 4 N D bytes / read bandwidth)``,
 both ceilings measured in this run (``bench.ceilings``).
 """
+
 import argparse
 import json
 import statistics
@@ -89,7 +90,10 @@ def print_table(rows, ceiling):
         f"torch {ceiling['sgemm_torch'] / 1e9 if ceiling['sgemm_torch'] else float('nan'):.0f} GFLOP/s, "
         f"read {ceiling['read_bandwidth'] / 1e9:.1f} GB/s"
     )
-    header = f"{'workload':<18}{'impl':<13}{'median ms':>10}{'spread ms':>12}{'Mrows/s':>9}{'GB/s':>7}{'GFLOP/s':>9}{'floor ms':>9}{'x floor':>8}{'fs speedup':>11}"
+    header = (
+        f"{'workload':<18}{'impl':<13}{'median ms':>10}{'spread ms':>12}{'Mrows/s':>9}{'GB/s':>7}"
+        f"{'GFLOP/s':>9}{'floor ms':>9}{'x floor':>8}{'fs speedup':>11}"
+    )
     print(header)
     for r in rows:
         if "skipped" in r:
@@ -98,7 +102,8 @@ def print_table(rows, ceiling):
         print(
             f"{r['workload']:<18}{r['implementation']:<13}{r['median_s'] * 1e3:>10.1f}"
             f"{(r['max_s'] - r['min_s']) * 1e3:>12.1f}{r['rows_per_s'] / 1e6:>9.2f}{r['gb_per_s']:>7.1f}"
-            f"{r['tflops'] * 1e3:>9.0f}{r['floor_s'] * 1e3:>9.1f}{r['ratio_to_floor']:>8.2f}{r['fastsoftmax_speedup']:>11.2f}"
+            f"{r['tflops'] * 1e3:>9.0f}{r['floor_s'] * 1e3:>9.1f}{r['ratio_to_floor']:>8.2f}"
+            f"{r['fastsoftmax_speedup']:>11.2f}"
         )
 
 

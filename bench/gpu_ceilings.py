@@ -32,6 +32,7 @@ Every rate is the best of several runs, each timed with CUDA events after a warm
 and PyTorch are imported inside the functions, so this module imports on a machine without
 them.
 """
+
 import gc
 import sys
 import time

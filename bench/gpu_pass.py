@@ -55,6 +55,7 @@ softmax_xent_grad_``) is timed on a W1-shaped chunk of logits against the measur
 bandwidth (it reads and writes the logits once, as a copy does; target at least 80 %), and
 a 100-iteration L-BFGS fit on W1 is timed end to end.
 """
+
 import argparse
 import json
 import os
@@ -269,7 +270,10 @@ def _nvidia_smi():
     try:
         out = subprocess.run(
             ["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=30, check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
@@ -543,8 +547,9 @@ def run_kernel(rows, n_classes, repeats, ceiling, seed=0):
     checked once against the float64 textbook softmax gradient.
     """
     import cupy
-    from fastsoftmax.kernels import cuda as kernels
     from numba import cuda
+
+    from fastsoftmax.kernels import cuda as kernels
 
     rs = cupy.random.RandomState(seed)
     Z0 = (rs.standard_normal((rows, n_classes), dtype=cupy.float32) * 1.5).astype(cupy.float32)
@@ -654,36 +659,58 @@ def run_fit(spec, max_iter, from_host, seed=0):
     rejection = device_input_rejection(X[:2048], y[:2048])
     if rejection is None:
         clf, seconds = _timed(lambda: _estimator(max_iter).fit(X, y))
-        rows.append({**base, "measure": "SoftmaxClassifier.fit on CuPy arrays", "seconds": seconds,
-                     "n_iter": clf.n_iter_, "final_loss": clf.loss_curve_[-1]})
+        rows.append(
+            {
+                **base,
+                "measure": "SoftmaxClassifier.fit on CuPy arrays",
+                "seconds": seconds,
+                "n_iter": clf.n_iter_,
+                "final_loss": clf.loss_curve_[-1],
+            }
+        )
     else:
         clf = _estimator(max_iter)
         be = get_backend("cuda")
-        objective = _CountingObjective(SoftmaxObjective(
-            be, be.asarray(X), be.asarray(y), be.asarray(np.ones(n, dtype=np.float32)), c,
-            float(clf.alpha), bool(clf.fit_intercept),
-        ))
+        objective = _CountingObjective(
+            SoftmaxObjective(
+                be,
+                be.asarray(X),
+                be.asarray(y),
+                be.asarray(np.ones(n, dtype=np.float32)),
+                c,
+                float(clf.alpha),
+                bool(clf.fit_intercept),
+            )
+        )
         objective.loss_grad(objective.init_params())  # compiles the kernels outside the timing
         objective.passes = 0
         result, seconds = _timed(lambda: lbfgs(objective, objective.init_params(), max_iter=max_iter, tol=0))
-        rows.append({
-            **base,
-            "measure": "fastsoftmax.solvers.lbfgs on a device SoftmaxObjective",
-            "why_not_the_estimator": f"SoftmaxClassifier.fit rejected CuPy input: {rejection}",
-            "seconds": seconds, "n_iter": result.n_iter, "passes": objective.passes,
-            "seconds_per_pass": seconds / max(objective.passes, 1),
-            "final_loss": result.loss_curve[-1] if result.loss_curve else None,
-        })
+        rows.append(
+            {
+                **base,
+                "measure": "fastsoftmax.solvers.lbfgs on a device SoftmaxObjective",
+                "why_not_the_estimator": f"SoftmaxClassifier.fit rejected CuPy input: {rejection}",
+                "seconds": seconds,
+                "n_iter": result.n_iter,
+                "passes": objective.passes,
+                "seconds_per_pass": seconds / max(objective.passes, 1),
+                "final_loss": result.loss_curve[-1] if result.loss_curve else None,
+            }
+        )
     if from_host:
         X_host, y_host = cupy.asnumpy(X), cupy.asnumpy(y)
         del X, y
         gpu_ceilings.free_device_memory()
         clf, seconds = _timed(lambda: _estimator(max_iter).fit(X_host, y_host))
-        rows.append({
-            **base,
-            "measure": "SoftmaxClassifier.fit on NumPy arrays (validation and copy to the device included)",
-            "seconds": seconds, "n_iter": clf.n_iter_, "final_loss": clf.loss_curve_[-1],
-        })
+        rows.append(
+            {
+                **base,
+                "measure": "SoftmaxClassifier.fit on NumPy arrays (validation and copy to the device included)",
+                "seconds": seconds,
+                "n_iter": clf.n_iter_,
+                "final_loss": clf.loss_curve_[-1],
+            }
+        )
     for row in rows:
         row["seconds_per_iter"] = row["seconds"] / max(row["n_iter"], 1)
     gpu_ceilings.free_device_memory()
@@ -823,8 +850,13 @@ def parse_args(argv=None):
     )
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), help="names or NxDxC specs")
     parser.add_argument("--repeats", type=int, default=10, help="timed passes per implementation")
-    parser.add_argument("--peers", nargs="*", default=PEER_NAMES, choices=PEER_NAMES,
-                        help="peers to run besides fastsoftmax (which always runs)")
+    parser.add_argument(
+        "--peers",
+        nargs="*",
+        default=PEER_NAMES,
+        choices=PEER_NAMES,
+        help="peers to run besides fastsoftmax (which always runs)",
+    )
     parser.add_argument("--output", help="write results as JSON to this path (rewritten after every stage)")
     parser.add_argument("--plots", metavar="DIR", help="draw PNG plots into this folder (needs matplotlib)")
     parser.add_argument(
@@ -834,8 +866,11 @@ def parse_args(argv=None):
     parser.add_argument("--fit-workload", default="W1", help="workload of the timed fit")
     parser.add_argument("--fit-iter", type=int, default=100, help="L-BFGS iterations of the timed fit")
     parser.add_argument("--no-fit", action="store_true", help="skip the timed fit")
-    parser.add_argument("--fit-from-host", action="store_true",
-                        help="also time fit on NumPy copies of the data (validation and copy included)")
+    parser.add_argument(
+        "--fit-from-host",
+        action="store_true",
+        help="also time fit on NumPy copies of the data (validation and copy included)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     for spec in args.workloads + [args.fit_workload]:
@@ -861,15 +896,22 @@ def main(argv=None):
     payload = {
         "machine": description,
         "settings": {
-            "dtype": "float32", "repeats": args.repeats, "rtol": RTOL, "reference_rows": REFERENCE_ROWS,
-            "seed": args.seed, "byte_model": BYTE_MODEL, "floor": FLOOR_MODEL,
+            "dtype": "float32",
+            "repeats": args.repeats,
+            "rtol": RTOL,
+            "reference_rows": REFERENCE_ROWS,
+            "seed": args.seed,
+            "byte_model": BYTE_MODEL,
+            "floor": FLOOR_MODEL,
         },
     }
     _log("measuring ceilings")
     payload["ceilings"] = ceiling = gpu_ceilings.measure()
     payload["gpu"] = gpu_describe()  # after the ceilings imported PyTorch, so its CUDA version is known
-    print(f"device: {payload['gpu']['name']}, CUDA driver {payload['gpu']['driver_cuda_version']}, "
-          f"runtime {payload['gpu']['runtime_cuda_version']}, CuPy {payload['gpu']['versions']['cupy']}")
+    print(
+        f"device: {payload['gpu']['name']}, CUDA driver {payload['gpu']['driver_cuda_version']}, "
+        f"runtime {payload['gpu']['runtime_cuda_version']}, CuPy {payload['gpu']['versions']['cupy']}"
+    )
     print_ceilings(ceiling)
     _write_json(args.output, payload)
 

@@ -15,6 +15,7 @@ set ``torch.set_float32_matmul_precision("highest")`` (no TF32).
 
 CuPy and PyTorch are imported inside the functions, so this module imports without them.
 """
+
 import numpy as np
 
 

@@ -1,4 +1,5 @@
 """A description of the machine and software, stored with every result file."""
+
 import datetime
 import os
 import platform
@@ -28,7 +29,10 @@ def describe():
     try:
         from threadpoolctl import threadpool_info
 
-        blas = [{k: lib.get(k) for k in ("internal_api", "version", "architecture", "num_threads")} for lib in threadpool_info()]
+        blas = [
+            {k: lib.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
+            for lib in threadpool_info()
+        ]
     except ImportError:
         blas = None
     return {
@@ -40,5 +44,7 @@ def describe():
         "platform": platform.platform(),
         "versions": versions,
         "blas": blas,
-        "env": {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS", "OMP_", "MKL_", "FASTSOFTMAX"))},
+        "env": {
+            k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS", "OMP_", "MKL_", "FASTSOFTMAX"))
+        },
     }

@@ -5,6 +5,7 @@ callable that runs one pass and returns ``(loss, dW)`` with dW of shape
 (n_features, n_classes), so results can be checked against each other before timing.
 The scale is the plain mean cross-entropy (unit weights, alpha = 0), with an intercept.
 """
+
 import numpy as np
 
 

@@ -1,4 +1,5 @@
 """fastsoftmax: softmax regression trained near the hardware limit, on CPU and GPU."""
+
 from .backends import BackendUnavailableError, available_backends, get_backend
 from .estimator import SoftmaxClassifier
 from .objective import SoftmaxObjective, loss_and_grad

@@ -15,6 +15,7 @@ Examples
     $ fastsoftmax predict model.npz new.csv --output predictions.csv
     $ fastsoftmax info
 """
+
 import argparse
 import os
 import sys
@@ -37,7 +38,16 @@ USER_ERRORS = (OSError, ValueError, FloatingPointError)
 USAGE_ERROR = 2
 
 # The estimator parameters the command line exposes, each as a flag of the same name.
-HYPER_PARAMETERS = ("solver", "alpha", "max_iter", "tol", "batch_size", "learning_rate_init", "dtype", "backend")
+HYPER_PARAMETERS = (
+    "solver",
+    "alpha",
+    "max_iter",
+    "tol",
+    "batch_size",
+    "learning_rate_init",
+    "dtype",
+    "backend",
+)
 
 # Raw digits pixels (0..16) are not standardised, so L-BFGS needs 100 to 145
 # iterations to reach the default tol (measured over split seeds 0-9, both dtypes);
@@ -106,10 +116,20 @@ def _add_train(commands):
     _add_label_arguments(train)
     train.add_argument("--model", metavar="OUT.npz", help="write the fitted model here")
     _add_hyper_parameters(train)
-    train.add_argument("--test-size", type=float, default=0.2, metavar="F",
-                       help="fraction of rows held out for the accuracy (default 0.2; 0 trains on all rows)")
-    train.add_argument("--seed", type=int, default=0, metavar="N",
-                       help="seed of the split and of minibatch shuffling (default 0)")
+    train.add_argument(
+        "--test-size",
+        type=float,
+        default=0.2,
+        metavar="F",
+        help="fraction of rows held out for the accuracy (default 0.2; 0 trains on all rows)",
+    )
+    train.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seed of the split and of minibatch shuffling (default 0)",
+    )
     train.add_argument("--verbose", action="store_true", help="show a progress bar with the loss")
     train.set_defaults(run=run_train)
 
@@ -124,9 +144,12 @@ def _add_predict(commands):
     predict.add_argument("model", metavar="MODEL", help="a model written by `fastsoftmax train --model`")
     predict.add_argument("data", metavar="DATA", help=f"data file ({', '.join(SUFFIXES)})")
     _add_label_arguments(predict)
-    predict.add_argument("--score", action="store_true",
-                         help="DATA is labelled in its default place (CSV last column, .npz array y, "
-                         "svmlight labels): report the accuracy")
+    predict.add_argument(
+        "--score",
+        action="store_true",
+        help="DATA is labelled in its default place (CSV last column, .npz array y, "
+        "svmlight labels): report the accuracy",
+    )
     predict.add_argument("--output", metavar="PATH", help="write to PATH (.npy or .csv) instead of stdout")
     predict.add_argument("--proba", action="store_true", help="class probabilities instead of labels")
     predict.set_defaults(run=run_predict)
@@ -137,16 +160,25 @@ def _add_label_arguments(parser):
     group.add_argument(
         "--labels", metavar="FILE.npy", help="labels in a separate 1-D .npy file (needed for .npy DATA)"
     )
-    group.add_argument("--label-column", metavar="COL",
-                       help="CSV label column: an index (negative from the end) or a header name "
-                       "(default: last)")
-    group.add_argument("--header", action=argparse.BooleanOptionalAction, default=None,
-                       help="whether the CSV's first row holds column names (default: detect)")
+    group.add_argument(
+        "--label-column",
+        metavar="COL",
+        help="CSV label column: an index (negative from the end) or a header name (default: last)",
+    )
+    group.add_argument(
+        "--header",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="whether the CSV's first row holds column names (default: detect)",
+    )
     group.add_argument("--x-key", default="X", help=".npz array of features (default X)")
     group.add_argument("--y-key", default=None, help=".npz array of labels (default y)")
-    group.add_argument("--zero-based", action=argparse.BooleanOptionalAction, default=None,
-                       help="svmlight feature indices start at 0 "
-                       "(default: detect; see fastsoftmax.datafiles)")
+    group.add_argument(
+        "--zero-based",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="svmlight feature indices start at 0 (default: detect; see fastsoftmax.datafiles)",
+    )
 
 
 def _add_hyper_parameters(parser):
@@ -154,14 +186,21 @@ def _add_hyper_parameters(parser):
     group = parser.add_argument_group("estimator options (defaults are SoftmaxClassifier's)")
     group.add_argument("--solver", choices=sorted(SOLVERS), help=f"(default {defaults['solver']})")
     group.add_argument("--alpha", type=float, help=f"L2 strength (default {defaults['alpha']:g})")
-    group.add_argument("--max-iter", type=int, help=f"iterations or epochs (default {defaults['max_iter']}; "
-                       f"{DIGITS_DEFAULTS['max_iter']} for digits)")
+    group.add_argument(
+        "--max-iter",
+        type=int,
+        help=f"iterations or epochs (default {defaults['max_iter']}; "
+        f"{DIGITS_DEFAULTS['max_iter']} for digits)",
+    )
     group.add_argument("--tol", type=float, help=f"(default {defaults['tol']:g})")
     group.add_argument(
         "--batch-size", type=int, help=f"minibatch rows for sgd, adam (default {defaults['batch_size']})"
     )
-    group.add_argument("--learning-rate-init", type=float,
-                       help=f"step size for sgd, adam (default {defaults['learning_rate_init']:g})")
+    group.add_argument(
+        "--learning-rate-init",
+        type=float,
+        help=f"step size for sgd, adam (default {defaults['learning_rate_init']:g})",
+    )
     group.add_argument("--dtype", choices=("float32", "float64"), help=f"(default {defaults['dtype']})")
     group.add_argument("--backend", choices=BACKEND_NAMES, help=f"(default {defaults['backend']})")
 
@@ -367,8 +406,10 @@ def run_info(args) -> int:
         ("numba", numba.__version__),
         ("scipy", scipy.__version__),
         ("scikit-learn", sklearn.__version__),
-        ("cpu threads",
-         f"{get_backend('cpu').n_threads} (NumPy backend; set FASTSOFTMAX_NUM_THREADS to change)"),
+        (
+            "cpu threads",
+            f"{get_backend('cpu').n_threads} (NumPy backend; set FASTSOFTMAX_NUM_THREADS to change)",
+        ),
         ("blas", _blas_description()),
     ]
     for name, reason in available_backends().items():

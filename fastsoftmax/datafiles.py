@@ -19,6 +19,7 @@ Every error names the file and raises ``FileNotFoundError`` (no such file) or
 ``ValueError`` (anything else wrong with it).  This module knows nothing of
 estimators or backends: it only turns files into ``(X, y)``.
 """
+
 import csv
 import warnings
 import zipfile

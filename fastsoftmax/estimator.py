@@ -1,4 +1,5 @@
 """SoftmaxClassifier: the scikit-learn estimator around the objective and solvers."""
+
 import copy
 import functools
 import numbers
@@ -211,7 +212,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         """
         validate_params(self.get_params(deep=False))
         if self.early_stopping and self.solver not in MINIBATCH_SOLVERS:
-            raise ValueError(f"early_stopping=True needs a minibatch solver {MINIBATCH_SOLVERS}, not solver={self.solver!r}")
+            raise ValueError(
+                f"early_stopping=True needs a minibatch solver {MINIBATCH_SOLVERS}, not solver={self.solver!r}"
+            )
         previous = self._fitted_params_if_warm()
         dtype = check_dtype(self.dtype)
         X, y = self._validate_training_data(X, y, dtype, reset=True)
@@ -263,7 +266,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         """
         validate_params(self.get_params(deep=False))
         if self.class_weight == "balanced":
-            raise ValueError("class_weight='balanced' needs the whole data set; pass a dict to use partial_fit")
+            raise ValueError(
+                "class_weight='balanced' needs the whole data set; pass a dict to use partial_fit"
+            )
         first_call = not hasattr(self, "classes_")
         if first_call and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit")
@@ -273,7 +278,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             if len(classes) < 2:
                 raise ValueError(f"classes must hold at least 2 labels, got {classes.tolist()}")
             if not first_call and not np.array_equal(classes, self.classes_):
-                raise ValueError(f"classes={classes.tolist()} differs from the first call's {self.classes_.tolist()}")
+                raise ValueError(
+                    f"classes={classes.tolist()} differs from the first call's {self.classes_.tolist()}"
+                )
         else:
             classes = self.classes_
         X, y = self._validate_training_data(X, y, dtype, reset=first_call)
@@ -293,8 +300,13 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             # Work on a copy, so that a failure leaves the committed state untouched.
             state = copy.deepcopy(state)
         train = SoftmaxObjective(
-            backend, backend.resident(X), backend.asarray(y_idx), backend.asarray(sw), len(classes),
-            float(self.alpha), bool(self.fit_intercept),
+            backend,
+            backend.resident(X),
+            backend.asarray(y_idx),
+            backend.asarray(sw),
+            len(classes),
+            float(self.alpha),
+            bool(self.fit_intercept),
         )
         params0 = train.init_params() if first_call else self._backend_params(backend)
         result = self._run_solver(train, params0, None, state, stop_early=False, max_iter=1)
@@ -317,7 +329,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         """Checks of a CuPy X, on the device: only a few scalars cross to the host."""
         backend = get_backend(self.backend)
         if backend.name != "cuda":
-            raise ValueError(f"X is a GPU array ({type(X).__name__}); use backend='cuda' or pass a NumPy array")
+            raise ValueError(
+                f"X is a GPU array ({type(X).__name__}); use backend='cuda' or pass a NumPy array"
+            )
         if X.ndim != 2:
             raise ValueError(f"Expected 2D array, got an array of shape {X.shape} instead")
         if X.shape[0] < 1 or X.shape[1] < 1:
@@ -342,7 +356,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         sw = check_sample_weight(to_host(sample_weight), n_samples, np.float64)
         if self.class_weight is not None:
             unknown = (
-                set(self.class_weight) - set(classes.tolist()) if isinstance(self.class_weight, dict) else set()
+                set(self.class_weight) - set(classes.tolist())
+                if isinstance(self.class_weight, dict)
+                else set()
             )
             if unknown:
                 raise ValueError(f"class_weight names labels {sorted(map(str, unknown))} that are not in y")
@@ -356,7 +372,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 # scikit-learn >= 1.7's "balanced": class counts weighted by sample_weight,
                 # so an integer weight k still equals k repeated rows.
                 counts = np.bincount(y_idx, weights=sw, minlength=len(classes))
-                per_class = np.divide(sw.sum(), len(classes) * counts, out=np.ones(len(classes)), where=counts > 0)
+                per_class = np.divide(
+                    sw.sum(), len(classes) * counts, out=np.ones(len(classes)), where=counts > 0
+                )
             else:
                 per_class = np.array([float(self.class_weight.get(c, 1.0)) for c in classes.tolist()])
             sw = sw * per_class[y_idx]
@@ -369,7 +387,13 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         alpha, fit_intercept = float(self.alpha), bool(self.fit_intercept)
         if not self.early_stopping:
             return SoftmaxObjective(
-                backend, backend.resident(X), backend.asarray(y_idx), backend.asarray(sw), n_classes, alpha, fit_intercept
+                backend,
+                backend.resident(X),
+                backend.asarray(y_idx),
+                backend.asarray(sw),
+                n_classes,
+                alpha,
+                fit_intercept,
             ), None
         counts = np.bincount(y_idx, minlength=n_classes)
         stratify = y_idx if counts.min() >= 2 else None
@@ -380,8 +404,13 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         for rows in (np.sort(train_rows), np.sort(val_rows)):
             objectives.append(
                 SoftmaxObjective(
-                    backend, backend.resident(X[rows]), backend.asarray(y_idx[rows]), backend.asarray(sw[rows]),
-                    n_classes, alpha, fit_intercept,
+                    backend,
+                    backend.resident(X[rows]),
+                    backend.asarray(y_idx[rows]),
+                    backend.asarray(sw[rows]),
+                    n_classes,
+                    alpha,
+                    fit_intercept,
                 )
             )
         return tuple(objectives)
@@ -391,7 +420,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             update = UPDATE_RULES["sgd"](momentum=self.momentum, nesterov=self.nesterov)
         else:
             update = UPDATE_RULES["adam"](beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
-        return MinibatchState(solver=self.solver, backend=get_backend(self.backend).name, update=update, rng=rng)
+        return MinibatchState(
+            solver=self.solver, backend=get_backend(self.backend).name, update=update, rng=rng
+        )
 
     def _run_solver(self, train, params0, validation, state, *, stop_early, max_iter=None):
         solver = get_solver(self.solver)
@@ -463,7 +494,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         backend = get_backend(self.backend)
         W, b = self._backend_params(backend)
         step = backend.max_chunk_rows(X, len(self.classes_)) or max(1, X.shape[0])
-        parts = [backend.to_host(compute(backend, X[start : start + step], W, b)) for start in range(0, X.shape[0], step)]
+        parts = [
+            backend.to_host(compute(backend, X[start : start + step], W, b))
+            for start in range(0, X.shape[0], step)
+        ]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def decision_function(self, X):

@@ -17,6 +17,7 @@ y : integer class indices in [0, n_classes).  ``scale`` is the per-row factor
 ``s_i / s``; ``G`` (written in place of the logits by the backend) is ``scale * (P - Y)``.
 Parameters travel as a pair ``(W, b)`` of backend arrays.
 """
+
 from dataclasses import dataclass
 
 import numpy as np

@@ -1,4 +1,5 @@
 """One table of the estimator's hyper-parameters and their valid values."""
+
 import numbers
 
 import numpy as np
@@ -19,7 +20,10 @@ def _real(lo=None, hi=None, lo_open=False, hi_open=False):
 
     left = "(" if lo_open else "["
     right = ")" if hi_open else "]"
-    return check, f"a real number in {left}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}{right}"
+    return (
+        check,
+        f"a real number in {left}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}{right}",
+    )
 
 
 def _int(lo):
@@ -69,7 +73,10 @@ PARAMETER_CHECKS = {
     "beta_2": _real(0, 1, hi_open=True),
     "epsilon": _real(0, lo_open=True),
     "class_weight": (_class_weight, "None, 'balanced' or a dict from label to weight"),
-    "backend": (lambda v: v in BACKEND_NAMES or hasattr(v, "loss_grad_accumulate_"), f"one of {BACKEND_NAMES}"),
+    "backend": (
+        lambda v: v in BACKEND_NAMES or hasattr(v, "loss_grad_accumulate_"),
+        f"one of {BACKEND_NAMES}",
+    ),
     "dtype": (_dtype, "'float32' or 'float64'"),
     "random_state": (_random_state, "None, an integer or a numpy RandomState"),
     "verbose": _int(0),
@@ -86,4 +93,6 @@ def validate_params(params):
     for name, (check, expected) in PARAMETER_CHECKS.items():
         value = params[name]
         if not check(value):
-            raise ValueError(f"SoftmaxClassifier parameter {name}={value!r} is not valid; expected {expected}")
+            raise ValueError(
+                f"SoftmaxClassifier parameter {name}={value!r} is not valid; expected {expected}"
+            )

@@ -6,6 +6,7 @@ hyper-parameters, fitted attributes).  Loading uses ``allow_pickle=False`` and c
 every field's presence, dtype, shape and finiteness before building the estimator,
 so a file from elsewhere can neither run code nor produce a half-valid model.
 """
+
 import json
 import zipfile
 
@@ -154,7 +155,10 @@ def load_model(path, cls=None):
         _fail(path, f"coef must be a 2-D float32/float64 array, got {coef.dtype} of shape {coef.shape}")
     n_classes, n_features = coef.shape
     if intercept.dtype != coef.dtype or intercept.shape != (n_classes,):
-        _fail(path, f"intercept must be {coef.dtype} of shape ({n_classes},), got {intercept.dtype} {intercept.shape}")
+        _fail(
+            path,
+            f"intercept must be {coef.dtype} of shape ({n_classes},), got {intercept.dtype} {intercept.shape}",
+        )
     if classes.ndim != 1 or classes.shape[0] != n_classes or n_classes < 2:
         _fail(path, f"classes must have {n_classes} >= 2 entries, got shape {classes.shape}")
     kind = metadata.get("class_kind")
@@ -165,7 +169,10 @@ def load_model(path, cls=None):
     if not (np.all(np.isfinite(coef)) and np.all(np.isfinite(intercept))):
         _fail(path, "coef or intercept holds NaN or inf")
     if metadata.get("n_features_in") != n_features:
-        _fail(path, f"n_features_in {metadata.get('n_features_in')!r} does not match coef's {n_features} columns")
+        _fail(
+            path,
+            f"n_features_in {metadata.get('n_features_in')!r} does not match coef's {n_features} columns",
+        )
     params = metadata.get("params")
     if not isinstance(params, dict):
         _fail(path, "params missing from metadata")
@@ -203,7 +210,9 @@ def load_model(path, cls=None):
     model.n_features_in_ = n_features
     names = metadata.get("feature_names_in")
     if names is not None:
-        if not (isinstance(names, list) and len(names) == n_features and all(isinstance(n, str) for n in names)):
+        if not (
+            isinstance(names, list) and len(names) == n_features and all(isinstance(n, str) for n in names)
+        ):
             _fail(path, "feature_names_in must be a list of n_features strings")
         model.feature_names_in_ = np.asarray(names, dtype=object)
     model.n_iter_ = n_iter

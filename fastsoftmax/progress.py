@@ -1,4 +1,5 @@
 """Progress bars for solvers: tqdm when verbose, a no-op otherwise."""
+
 from tqdm.auto import tqdm
 
 

@@ -3,6 +3,7 @@
 Every check raises ``ValueError`` or ``TypeError`` with a message that names the
 argument, what arrived and what was expected, before any state is touched.
 """
+
 import numbers
 
 import numpy as np
@@ -87,5 +88,7 @@ def check_class_indices(y, n_classes, n_samples):
             raise ValueError(f"y must hold integer class indices, got dtype {y.dtype}")
     if y.size and (y.min() < 0 or y.max() >= n_classes):
         bad = int(y[(y < 0) | (y >= n_classes)][0])
-        raise ValueError(f"y holds the class index {bad}, outside [0, {n_classes}) for W with {n_classes} columns")
+        raise ValueError(
+            f"y holds the class index {bad}, outside [0, {n_classes}) for W with {n_classes} columns"
+        )
     return y.astype(np.intp, copy=False)

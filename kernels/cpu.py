@@ -11,6 +11,7 @@ Names follow the maths of the objective: ``m`` is the row max, ``d`` the softmax
 denominator sum_j exp(z_j - m), ``lse = m + log(d)``, and the scaled gradient row is
 ``g = scale_i * (p - onehot(y_i))``.
 """
+
 import numpy as np
 from numba import njit
 

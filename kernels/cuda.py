@@ -44,6 +44,7 @@ simulator runs the kernels in Python, in float64 wherever Python's ``math`` does
 it checks indexing, masking and barriers, not float32 rounding, which the GPU test
 checks.
 """
+
 import math
 import warnings
 

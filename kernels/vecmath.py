@@ -18,6 +18,7 @@ Arguments below the clamp (about -87 in float32, -708 in float64) return the cla
 tiny value instead of underflowing to zero: a probability of 1e-38 instead of 0,
 which no loss or gradient can see, and never a denormal or an inf.
 """
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, types

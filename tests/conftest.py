@@ -5,6 +5,7 @@ CUDA simulator, in a second pytest run (README's test command does both)::
 
     NUMBA_ENABLE_CUDASIM=1 python -m pytest -m cuda
 """
+
 import numpy as np
 import pytest
 

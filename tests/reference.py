@@ -4,6 +4,7 @@ Everything numeric in the tests is checked against :func:`reference_loss_grad`, 
 docstring formula of :mod:`fastsoftmax.objective` written out in NumPy and always
 evaluated in float64 ("truth"), whatever the dtype of its inputs.
 """
+
 import numpy as np
 
 

@@ -9,6 +9,7 @@ GPU machine can do.  PyTorch is never imported: CuPy and PyTorch are blocked in
 ``sys.modules`` whenever a test touches the scripts, so an import of either at module level
 fails the test instead of loading it.
 """
+
 import doctest
 import importlib
 import pathlib
@@ -47,7 +48,11 @@ def run_blocked(code):
     """Run Python code in a fresh interpreter at the repository root, CuPy and PyTorch blocked."""
     return subprocess.run(
         [sys.executable, "-c", BLOCK + code],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -166,9 +171,19 @@ def test_fastsoftmax_peer_wiring_on_the_cpu_backend(gpu_peers):
 def failed_rows():
     base = {"n_samples": 10, "n_features": 2, "n_classes": 3}
     measured = {
-        **base, "workload": "W1", "implementation": "fastsoftmax", "median_s": 0.08, "min_s": 0.079,
-        "max_s": 0.081, "tflops": 49.2, "gb_per_s": 177.0, "floor_s": 0.0787, "ratio_to_floor": 1.016,
-        "fastsoftmax_speedup": 1.0, "peak_device_bytes": 3e9, "first_call_s": 2.5,
+        **base,
+        "workload": "W1",
+        "implementation": "fastsoftmax",
+        "median_s": 0.08,
+        "min_s": 0.079,
+        "max_s": 0.081,
+        "tflops": 49.2,
+        "gb_per_s": 177.0,
+        "floor_s": 0.0787,
+        "ratio_to_floor": 1.016,
+        "fastsoftmax_speedup": 1.0,
+        "peak_device_bytes": 3e9,
+        "first_call_s": 2.5,
     }
     oom = {"out_of_memory": "CUDA out of memory.", "tried_bytes": 4e10}
     return [

@@ -3,6 +3,7 @@
 Runs :func:`fastsoftmax.cli.main` in-process and checks what it prints, writes and
 returns.  Out of scope: the estimator's numerics (its own tests), and speed.
 """
+
 import subprocess
 import sys
 
@@ -14,8 +15,15 @@ from fastsoftmax import SoftmaxClassifier, __version__
 from fastsoftmax.cli import main
 
 REPORT_FIELDS = (
-    "backend", "dtype", "solver", "train rows", "held-out accuracy", "final training loss", "n_iter",
-    "fit time", "rows/s",
+    "backend",
+    "dtype",
+    "solver",
+    "train rows",
+    "held-out accuracy",
+    "final training loss",
+    "n_iter",
+    "fit time",
+    "rows/s",
 )
 
 
@@ -96,8 +104,14 @@ def test_train_on_csv_with_header_and_text_labels(tmp_path, digits, capsys):
     (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
     model_file = tmp_path / "text.npz"
     args = [
-        "train", str(tmp_path / "d.csv"), "--label-column", "label", "--model", str(model_file),
-        "--max-iter", "300",
+        "train",
+        str(tmp_path / "d.csv"),
+        "--label-column",
+        "label",
+        "--model",
+        str(model_file),
+        "--max-iter",
+        "300",
     ]
     assert main(args) == 0
     out = report(capsys.readouterr().out)
@@ -117,7 +131,7 @@ def test_train_with_sgd_and_no_held_out_split(capsys):
 
 
 # -- predict ----------------------------------------------------------------------------
-@pytest.mark.parametrize("writer", WRITERS, ids=lambda w: w.__name__[len("write_"):])
+@pytest.mark.parametrize("writer", WRITERS, ids=lambda w: w.__name__[len("write_") :])
 def test_predict_matches_the_model(tmp_path, digits, model_path, model, writer):
     X, y = digits
     data, flags = writer(tmp_path, X, y)
@@ -253,8 +267,17 @@ def invalid_hyper_parameter(folder):
 
 
 BAD_INPUTS = [
-    corrupt_npz, missing_file, unknown_extension, wrong_feature_count, non_numeric_cell, ragged_csv,
-    missing_npz_key, label_count_mismatch, one_dimensional_features, not_a_model, bad_test_size,
+    corrupt_npz,
+    missing_file,
+    unknown_extension,
+    wrong_feature_count,
+    non_numeric_cell,
+    ragged_csv,
+    missing_npz_key,
+    label_count_mismatch,
+    one_dimensional_features,
+    not_a_model,
+    bad_test_size,
     invalid_hyper_parameter,
 ]
 

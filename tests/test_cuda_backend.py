@@ -6,6 +6,7 @@ simulator (``NUMBA_ENABLE_CUDASIM=1 python -m pytest -m cuda``) on tiny problems
 ``gpu`` tests at the end need a real device and CuPy.  The kernels themselves are
 tested in ``test_kernel_cuda.py``, the objective's maths in ``test_objective.py``.
 """
+
 import time
 
 import numpy as np
@@ -54,7 +55,10 @@ def test_lbfgs_fit_takes_the_same_steps_as_on_the_cpu(tiny):
 def test_predictions_match_the_cpu_backend(tiny):
     X, y = tiny
     model = SoftmaxClassifier(alpha=1e-2, dtype="float64", max_iter=200, backend="cpu").fit(X, y)
-    expected = {m: getattr(model, m)(X) for m in ("predict", "predict_proba", "predict_log_proba", "decision_function")}
+    expected = {
+        m: getattr(model, m)(X)
+        for m in ("predict", "predict_proba", "predict_log_proba", "decision_function")
+    }
     model.set_params(backend="cuda")
     for method, want in expected.items():
         got = getattr(model, method)(X)
@@ -76,7 +80,13 @@ def test_partial_fit_continues_on_another_backend_with_fresh_moments(tiny):
 
 def test_chunks_sized_from_free_memory_give_the_full_batch_result(cuda_backend, monkeypatch):
     X, y, W, b = make_problem(29, 4, 5, np.float64, seed=12)
-    args = (cuda_backend, cuda_backend.asarray(X), cuda_backend.asarray(y), cuda_backend.asarray(np.ones(29)), 5)
+    args = (
+        cuda_backend,
+        cuda_backend.asarray(X),
+        cuda_backend.asarray(y),
+        cuda_backend.asarray(np.ones(29)),
+        5,
+    )
     params = (cuda_backend.asarray(W), cuda_backend.asarray(b))
     loss_full, (dW_full, _) = SoftmaxObjective(*args, chunk_rows=29).loss_grad(params)
     # Room for 6 rows of logits and row losses: 5 chunks.
@@ -205,7 +215,9 @@ def test_gpu_tf32_gradient_is_within_its_stated_accuracy():
     results = []
     for tf32 in (False, True):
         backend = CudaBackend(tf32=tf32)
-        objective = SoftmaxObjective(backend, cupy.asarray(X), cupy.asarray(y), cupy.ones(len(y), np.float32), 100)
+        objective = SoftmaxObjective(
+            backend, cupy.asarray(X), cupy.asarray(y), cupy.ones(len(y), np.float32), 100
+        )
         results.append(objective.loss_grad((cupy.asarray(W), cupy.asarray(b))))
     (loss, (dW, _)), (loss_tf32, (dW_tf32, _)) = results
     # TF32 rounds GEMM inputs to 10 mantissa bits: 2**-11 per product, summed over 256 features.

@@ -6,6 +6,7 @@ Scope: ``fastsoftmax.kernels.cpu.softmax_xent_grad_``, ``softmax_`` and
 and the accuracy of ``fastsoftmax.kernels.vecmath.exp_nonpositive``.  The GEMMs,
 blocking and threading around the kernels are tested in ``test_objective.py``.
 """
+
 import numpy as np
 import pytest
 from numba import njit
@@ -287,7 +288,9 @@ def test_log_positive_matches_float64_log_across_exponents():
     # from there.  Bound: the atanh series is truncated below 1e-17 relative, so a few
     # rounding steps (4 eps) of the Horner evaluation and the e*ln2 sum dominate.
     rng = np.random.default_rng(0)
-    x = np.concatenate([np.exp(rng.uniform(-700, 700, 20_000)), rng.uniform(1, 10_000, 20_000), [1.0, 2.0, 0.5]])
+    x = np.concatenate(
+        [np.exp(rng.uniform(-700, 700, 20_000)), rng.uniform(1, 10_000, 20_000), [1.0, 2.0, 0.5]]
+    )
     got = np.empty_like(x)
     _log_positive_loop(x, got)
     want = np.log(x)

@@ -12,6 +12,7 @@ mostly float64 (Python's ``math``), so it checks indexing, masking and barriers,
 float32 rounding.  The last test, GPU-only, checks realistic sizes on the shuffle
 path with fresh random data.
 """
+
 import time
 import warnings
 
@@ -25,10 +26,10 @@ if not (SIMULATOR or cuda.is_available()):
     pytest.skip("needs a CUDA GPU, or NUMBA_ENABLE_CUDASIM=1 for the simulator", allow_module_level=True)
 
 # After the skip: the kernels module needs numba.cuda.
-from fastsoftmax.kernels import cuda as kernels
-from fastsoftmax.kernels.cuda import SMALL_C_MAX, softmax_, softmax_xent_grad_
-from tests.reference import reference_log_softmax, rtol_for
-from tests.test_kernel_cpu import huge_logits, quantised_logits, random_scale, reference_fused
+from fastsoftmax.kernels import cuda as kernels  # noqa: E402
+from fastsoftmax.kernels.cuda import SMALL_C_MAX, softmax_, softmax_xent_grad_  # noqa: E402
+from tests.reference import reference_log_softmax, rtol_for  # noqa: E402
+from tests.test_kernel_cpu import huge_logits, quantised_logits, random_scale, reference_fused  # noqa: E402
 
 pytestmark = pytest.mark.cuda
 

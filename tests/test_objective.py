@@ -7,6 +7,7 @@ column of ones, the L2 term, no intercept), plus the CPU backend's threading and
 the functional entry point's input checks.  The row kernels themselves are tested
 in ``test_kernel_cpu.py``.
 """
+
 import numpy as np
 import pytest
 

@@ -6,10 +6,10 @@ to zero and are bounded by their weight, probabilities lie in [0, 1] and sum to
 one, the loss is non-negative, and nothing turns into NaN or inf.  Accuracy
 against the reference is tested in ``test_kernel_cpu.py``.
 """
+
 import math
 
 import numpy as np
-import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays

@@ -2,6 +2,7 @@
 
 Scope: the text of README.md and .ci/run only; running the commands is CI's job.
 """
+
 import re
 from pathlib import Path
 

@@ -11,6 +11,7 @@ weights.  Estimator behaviour other than the optimum is tested in
 Agreement is measured on the parameter matrix ``[coef_ | intercept_]`` as
 ``max |ours - sklearn| / max |sklearn|`` (:func:`tests.reference.max_rel_err`).
 """
+
 import warnings
 
 import numpy as np
@@ -92,8 +93,6 @@ def test_sample_and_class_weights_match_logistic_regression():
     effective = sw * np.array([class_weight[label] for label in y])
     ours, theirs = fit_both(X, y, 1 / (C * effective.sum()), C, sample_weight=sw, class_weight=class_weight)
     assert max_rel_err(params(ours), params(theirs)) <= PARITY_RTOL
-
-
 
 
 @pytest.mark.parametrize(

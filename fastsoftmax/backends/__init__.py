@@ -1,4 +1,5 @@
 """Backend selection: the only place that inspects the machine for a GPU."""
+
 import functools
 
 from .cpu import NumpyBackend

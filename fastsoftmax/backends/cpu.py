@@ -1,4 +1,5 @@
 """The NumPy backend: BLAS GEMMs plus the Numba row kernels, cache-blocked and threaded."""
+
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -173,7 +174,9 @@ class NumpyBackend:
         """Run ``fn(lo, hi[, first])`` on contiguous row ranges, one per worker thread."""
         n_parts = max(1, min(self.n_threads, n_rows // _MIN_BLOCK_ROWS))
         bounds = np.linspace(0, n_rows, n_parts + 1).astype(np.int64)
-        args = [(int(bounds[k]), int(bounds[k + 1])) + ((k == 0,) if pass_first else ()) for k in range(n_parts)]
+        args = [
+            (int(bounds[k]), int(bounds[k + 1])) + ((k == 0,) if pass_first else ()) for k in range(n_parts)
+        ]
         if n_parts == 1:
             return [fn(*args[0])]
         # BLAS gets one thread per worker: our workers already fill the cores, and

@@ -29,6 +29,7 @@ Reduced precision, both off by default, each a stated accuracy trade:
   error of about 2**-11 times the square root of the reduction length at worst
   typical; the softmax kernel itself stays in full float32.
 """
+
 import contextlib
 
 import numpy as np
@@ -74,7 +75,9 @@ class CudaBackend:
 
     def __init__(self, storage=None, tf32=False):
         if storage not in self.STORAGE_DTYPES:
-            raise ValueError(f"storage={storage!r} is not supported; expected one of {list(self.STORAGE_DTYPES)}")
+            raise ValueError(
+                f"storage={storage!r} is not supported; expected one of {list(self.STORAGE_DTYPES)}"
+            )
         reason = cuda_unavailable_reason()
         if reason is not None:
             raise BackendUnavailableError(f"the CUDA backend is not available: {reason}")
@@ -118,7 +121,9 @@ class CudaBackend:
         """
         if hasattr(a, "__cuda_array_interface__") and self.storage is None:
             return self.asarray(a, dtype)
-        host = self._to_storage(self.to_host(a) if hasattr(a, "__cuda_array_interface__") else np.asarray(a, dtype))
+        host = self._to_storage(
+            self.to_host(a) if hasattr(a, "__cuda_array_interface__") else np.asarray(a, dtype)
+        )
         if self.simulated or host.nbytes <= RESIDENT_FRACTION * self._free_bytes():
             return self.asarray(host)
         return np.ascontiguousarray(host)
@@ -126,7 +131,9 @@ class CudaBackend:
     def _to_storage(self, X):
         if self.storage == "float16":
             if X.size and np.abs(X).max() > np.finfo(np.float16).max:
-                raise ValueError("X has values beyond float16's range (+-65504); use storage='bfloat16' or None")
+                raise ValueError(
+                    "X has values beyond float16's range (+-65504); use storage='bfloat16' or None"
+                )
             return X.astype(np.float16)
         if self.storage == "bfloat16":
             bits = np.ascontiguousarray(X, dtype=np.float32).view(np.uint32)

@@ -1,4 +1,5 @@
 """What the machine offers the CUDA backend: a GPU, CuPy and numba-cuda, or the simulator."""
+
 import functools
 
 
@@ -29,7 +30,9 @@ def cuda_unavailable_reason():
     try:
         import cupy  # noqa: F401
     except Exception as exc:  # ImportError, or a CUDA library that fails to load
-        return f"CuPy is not importable ({type(exc).__name__}: {exc}); install fastsoftmax[cuda12] or [cuda13]"
+        return (
+            f"CuPy is not importable ({type(exc).__name__}: {exc}); install fastsoftmax[cuda12] or [cuda13]"
+        )
     try:
         if not cuda.is_available():
             return "no CUDA device or driver is visible to numba.cuda"

@@ -5,6 +5,7 @@ a :class:`Backend`.  Arrays are the backend's own type (NumPy here, CuPy for CUD
 support ``+ - * @``, ``sum`` and slicing, which is all the objective needs beyond
 these methods.  A trailing ``_`` on a method name means it writes into an argument.
 """
+
 from typing import Any, Protocol
 
 import numpy as np

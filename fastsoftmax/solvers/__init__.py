@@ -4,6 +4,7 @@ Each solver is looked up by name in :data:`SOLVERS` and returns a
 :class:`SolverResult`.  Solvers see parameters only as a pair ``(W, b)`` of backend
 arrays and the objective only through ``loss_grad(params, rows=None)``.
 """
+
 from .lbfgs import lbfgs
 from .minibatch import MinibatchConfig, minibatch
 from .result import SolverResult
@@ -20,4 +21,14 @@ def get_solver(name):
         raise ValueError(f"solver={name!r} is not known; expected one of {sorted(SOLVERS)}") from None
 
 
-__all__ = ["SOLVERS", "UPDATE_RULES", "Adam", "MinibatchConfig", "Sgd", "SolverResult", "get_solver", "lbfgs", "minibatch"]
+__all__ = [
+    "SOLVERS",
+    "UPDATE_RULES",
+    "Adam",
+    "MinibatchConfig",
+    "Sgd",
+    "SolverResult",
+    "get_solver",
+    "lbfgs",
+    "minibatch",
+]

@@ -17,6 +17,7 @@ that finds no decrease (the objective's precision is reached: not converged).  T
 objective sums its loss in float64 even for float32 data, which is what lets float32
 fits get within a few 1e-4 of the float64 optimum before that happens.
 """
+
 import math
 
 import numpy as np
@@ -187,4 +188,6 @@ def lbfgs(objective, params0, *, max_iter, tol, verbose=0, history_size=10, **_u
             if decrease <= ftol:
                 converged, message = True, f"relative decrease of the objective below {ftol:.2g}"
                 break
-    return SolverResult(params=params, n_iter=n_iter, converged=converged, loss_curve=loss_curve, message=message)
+    return SolverResult(
+        params=params, n_iter=n_iter, converged=converged, loss_curve=loss_curve, message=message
+    )

@@ -8,6 +8,7 @@ loss with early stopping) that fails to improve by ``tol`` for ``n_iter_no_chang
 consecutive epochs ends the fit -- or, with the "adaptive" schedule, divides the
 learning rate by 5 until it falls below 1e-6.
 """
+
 import math
 from dataclasses import dataclass
 
@@ -66,7 +67,9 @@ def _copy(params):
     return tuple(p.copy() for p in params)
 
 
-def minibatch(objective, params0, *, max_iter, tol, config, state, verbose=0, validation=None, stop_early=True):
+def minibatch(
+    objective, params0, *, max_iter, tol, config, state, verbose=0, validation=None, stop_early=True
+):
     """Run up to ``max_iter`` epochs of minibatch descent.
 
     Parameters

@@ -1,4 +1,5 @@
 """What every solver returns."""
+
 from dataclasses import dataclass, field
 
 
