@@ -113,15 +113,21 @@ def test_not_even_one_row_fitting_is_a_clear_error_and_leaves_the_model(tiny, cu
 
 
 # -- real GPU -------------------------------------------------------------------------
+@pytest.fixture
+def cupy():
+    """CuPy on a real device; the tests that take it skip in the simulator or without it."""
+    module = pytest.importorskip("cupy")
+    if cuda_simulated():
+        pytest.skip("needs a real GPU")
+    return module
+
+
 def _fresh_seed():
     return time.time_ns() % 2**32
 
 
 @pytest.mark.gpu
-def test_gpu_lbfgs_reaches_the_cpu_optimum():
-    pytest.importorskip("cupy")
-    if cuda_simulated():
-        pytest.skip("needs a real GPU")
+def test_gpu_lbfgs_reaches_the_cpu_optimum(cupy):
     seed = _fresh_seed()
     X, y, _, _ = make_problem(20_000, 64, 50, np.float64, seed=seed)
     params = dict(alpha=1e-3, dtype="float64", max_iter=500, tol=1e-8)
@@ -132,10 +138,7 @@ def test_gpu_lbfgs_reaches_the_cpu_optimum():
 
 
 @pytest.mark.gpu
-def test_gpu_predict_on_device_matches_cpu_in_float32():
-    pytest.importorskip("cupy")
-    if cuda_simulated():
-        pytest.skip("needs a real GPU")
+def test_gpu_predict_on_device_matches_cpu_in_float32(cupy):
     seed = _fresh_seed()
     X, y, _, _ = make_problem(50_000, 128, 300, np.float32, seed=seed)
     model = SoftmaxClassifier(alpha=1e-3, max_iter=20, backend="cpu").fit(X, y)
@@ -204,10 +207,7 @@ def test_backend_options_are_validated_and_survive_clone_and_pickle(tiny):
 
 
 @pytest.mark.gpu
-def test_gpu_tf32_gradient_is_within_its_stated_accuracy():
-    cupy = pytest.importorskip("cupy")
-    if cuda_simulated():
-        pytest.skip("needs a real GPU")
+def test_gpu_tf32_gradient_is_within_its_stated_accuracy(cupy):
     from fastsoftmax.backends.cuda import CudaBackend
 
     seed = _fresh_seed()
@@ -227,10 +227,7 @@ def test_gpu_tf32_gradient_is_within_its_stated_accuracy():
 
 
 @pytest.mark.gpu
-def test_gpu_fit_accepts_data_already_on_the_device():
-    cupy = pytest.importorskip("cupy")
-    if cuda_simulated():
-        pytest.skip("needs a real GPU")
+def test_gpu_fit_accepts_data_already_on_the_device(cupy):
     X, y, _, _ = make_problem(10_000, 32, 10, np.float32, seed=_fresh_seed())
     on_host = SoftmaxClassifier(backend="cuda", max_iter=50).fit(X, y)
     on_device = SoftmaxClassifier(backend="cuda", max_iter=50).fit(cupy.asarray(X), cupy.asarray(y))
