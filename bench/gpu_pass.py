@@ -889,7 +889,7 @@ def main(argv=None):
     require_gpu_stack(args.peers, kernel=not args.no_kernel, plots=args.plots)
     names = ["fastsoftmax", *args.peers]
 
-    description = machine.describe()
+    description = machine.describe("bench.gpu_pass")
     description["command"] = " ".join(
         [os.path.basename(sys.executable), "-m", "bench.gpu_pass", *(sys.argv[1:] if argv is None else argv)]
     )

@@ -18,8 +18,12 @@ def _cpu_model():
     return platform.processor() or "unknown"
 
 
-def describe():
-    """Dict of CPU, cores, Python, library versions, BLAS, relevant env vars and the command."""
+def describe(module):
+    """Dict of CPU, cores, Python, library versions, BLAS, relevant env vars and the command.
+
+    ``module`` is the benchmark's module name (``bench.cpu_pass``), which with the
+    arguments of this process makes the command that reproduces the result.
+    """
     versions = {}
     for dist in ("fastsoftmax", "numpy", "numba", "scipy", "scikit-learn", "torch", "threadpoolctl"):
         try:
@@ -37,7 +41,7 @@ def describe():
         blas = None
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([os.path.basename(sys.executable), "-m", "bench.cpu_pass", *sys.argv[1:]]),
+        "command": " ".join([os.path.basename(sys.executable), "-m", module, *sys.argv[1:]]),
         "cpu": _cpu_model(),
         "cpus_usable": len(os.sched_getaffinity(0)),
         "python": platform.python_version(),

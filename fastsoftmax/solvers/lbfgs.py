@@ -26,7 +26,11 @@ from ..progress import Progress
 from .result import SolverResult
 
 _C1, _C2 = 1e-4, 0.9
-_MAX_LINE_SEARCH_EVALS = 30
+# Objective evaluations per line search at most (SciPy's default maxls is 20).
+_MAX_LINE_SEARCH_EVALS = 20
+# A bracket narrower than this, relative to the step, cannot tell points apart in the
+# objective's precision any more: the search gives up instead of bisecting on.
+_MIN_RELATIVE_WIDTH = 1e-6
 
 
 def _dot(u, v):
@@ -76,27 +80,42 @@ def _cubic_minimiser(t1, f1, d1, t2, f2, d2):
 def _strong_wolfe(phi, f0, slope0, t):
     """Step length satisfying the strong Wolfe conditions, or None.
 
-    ``phi(t)`` returns ``(f, slope, params, grads)`` at ``params0 + t d``.
+    ``phi(t)`` returns ``(f, slope, params, grads)`` at ``params0 + t d``.  At most
+    ``_MAX_LINE_SEARCH_EVALS`` evaluations in all, bracketing and zoom together.
     """
+    budget = [_MAX_LINE_SEARCH_EVALS]
+
+    def counted(t):
+        budget[0] -= 1
+        return phi(t)
+
+    return _bracket(counted, f0, slope0, t, budget)
+
+
+def _bracket(phi, f0, slope0, t, budget):
     prev = (0.0, f0, slope0, None, None)
     for i in range(_MAX_LINE_SEARCH_EVALS):
+        if budget[0] <= 0:
+            return None
         point = (t, *phi(t))
         _, f, slope, _, _ = point
         if f > f0 + _C1 * t * slope0 or (i > 0 and f >= prev[1]):
-            return _zoom(phi, f0, slope0, prev, point)
+            return _zoom(phi, f0, slope0, prev, point, budget)
         if abs(slope) <= -_C2 * slope0:
             return point
         if slope >= 0:
-            return _zoom(phi, f0, slope0, point, prev)
+            return _zoom(phi, f0, slope0, point, prev, budget)
         prev, t = point, 2.0 * t
     return None
 
 
-def _zoom(phi, f0, slope0, lo, hi):
-    for _ in range(_MAX_LINE_SEARCH_EVALS):
+def _zoom(phi, f0, slope0, lo, hi, budget):
+    while budget[0] > 0:
         t_lo, f_lo, d_lo = lo[:3]
         t_hi, f_hi, d_hi = hi[:3]
         width = t_hi - t_lo
+        if abs(width) <= _MIN_RELATIVE_WIDTH * max(abs(t_lo), abs(t_hi)):
+            break
         t = _cubic_minimiser(t_lo, f_lo, d_lo, t_hi, f_hi, d_hi)
         # Keep the trial inside the interval, away from its ends; bisect otherwise.
         low, high = min(t_lo, t_hi), max(t_lo, t_hi)
