@@ -121,10 +121,8 @@ def read_data(path, *, labelled, labels=None, options=None) -> LoadedData:
 
     Notes
     -----
-    svmlight files are densified: the whole file becomes one dense
-    ``(n_samples, n_features)`` float64 array, which can take far more memory
-    than the file itself when the data are sparse.  Sparse input is planned and
-    will remove this copy.
+    svmlight files are read as a SciPy CSR matrix, which the CPU backend trains on
+    directly (no dense copy); the CUDA backend needs dense X for now.
 
     Examples
     --------
@@ -251,8 +249,7 @@ def _read_svmlight(path, labelled, options):
         )
     except (ValueError, UnicodeDecodeError, OSError) as exc:
         raise ValueError(f"{path}: cannot be read as svmlight/libsvm ({exc})") from None
-    # Densified until the sparse data source lands; see read_data's Notes.
-    return X.toarray(), (_integral_labels(y) if labelled else None)
+    return X, (_integral_labels(y) if labelled else None)
 
 
 # -- CSV -------------------------------------------------------------------------------

@@ -64,6 +64,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     classes LogisticRegression fits one weight vector ``w = coef_[1] - coef_[0]``,
     which is the same model at ``C = 2 / (alpha * s)``.
 
+    ``X`` may be a NumPy array, a pandas DataFrame, a SciPy sparse matrix (CSR; CPU
+    backend) or a CuPy array (CUDA backend, where it stays on the device).
+
     Parameters
     ----------
     alpha : float, default=1e-4
@@ -193,6 +196,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self.shuffle = shuffle
         self.warm_start = warm_start
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # CSR X, on the CPU backend
+        return tags
+
     # -- fitting --------------------------------------------------------------------
     @_all_or_nothing
     def fit(self, X, y, sample_weight=None):
@@ -318,7 +326,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     def _validate_training_data(self, X, y, dtype, reset):
         """X and y checked as scikit-learn checks them; X stays on the GPU if it is there."""
         if not is_device_array(X):
-            return validate_data(self, X, y, dtype=dtype, order="C", ensure_min_samples=1, reset=reset)
+            return validate_data(
+                self, X, y, dtype=dtype, order="C", accept_sparse="csr", ensure_min_samples=1, reset=reset
+            )
         X = self._validate_device_X(X, dtype, reset)
         y = np.asarray(to_host(y))
         if y.ndim != 1 or y.shape[0] != X.shape[0]:
@@ -481,7 +491,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "coef_")
         if is_device_array(X):
             return self._validate_device_X(X, self.coef_.dtype.type, reset=False)
-        return validate_data(self, X, dtype=self.coef_.dtype.type, order="C", reset=False)
+        return validate_data(
+            self, X, dtype=self.coef_.dtype.type, order="C", accept_sparse="csr", reset=False
+        )
 
     def _map_row_chunks(self, X, compute):
         """``compute(backend, X_chunk, W, b)`` over row chunks sized by the backend, on the host.

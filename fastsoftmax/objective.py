@@ -21,9 +21,17 @@ Parameters travel as a pair ``(W, b)`` of backend arrays.
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 from .backends import Backend, get_backend
-from .validation import check_class_indices, check_dtype, check_finite, check_sample_weight, to_host
+from .validation import (
+    check_class_indices,
+    check_dtype,
+    check_finite,
+    check_sample_weight,
+    is_device_array,
+    to_host,
+)
 
 
 @dataclass
@@ -125,9 +133,10 @@ def loss_and_grad(X, y, W, b=None, sample_weight=None, alpha=0.0, backend="auto"
 
     Parameters
     ----------
-    X : array-like of shape (n_samples, n_features), float32 or float64
-        The computation runs in X's dtype (other inputs are cast to it); integer X
-        is converted to float64.
+    X : array-like or scipy.sparse matrix of shape (n_samples, n_features)
+        float32 or float64; the computation runs in X's dtype (other inputs are cast
+        to it); integer X is converted to float64.  Sparse X (CSR) runs on the CPU
+        backend; CuPy X on the CUDA backend stays on the device.
     y : array-like of int, shape (n_samples,)
         Class indices in ``[0, n_classes)``.
     W : array-like of shape (n_features, n_classes)
@@ -156,7 +165,7 @@ def loss_and_grad(X, y, W, b=None, sample_weight=None, alpha=0.0, backend="auto"
     1.098612 = log(3)
     """
     be = get_backend(backend)
-    X = np.asarray(X) if not hasattr(X, "__cuda_array_interface__") else X
+    X = X if is_device_array(X) or sp.issparse(X) else np.asarray(X)
     W, b, y, sample_weight = (to_host(a) for a in (W, b, y, sample_weight))
     if X.dtype.kind not in "fiub":
         raise TypeError(f"X must hold real numbers, got dtype {X.dtype}")
@@ -173,8 +182,7 @@ def loss_and_grad(X, y, W, b=None, sample_weight=None, alpha=0.0, backend="auto"
     b_host = np.zeros(n_classes, dtype) if b is None else np.asarray(b, dtype=dtype)
     if b_host.shape != (n_classes,):
         raise ValueError(f"b must have shape (n_classes={n_classes},), got {b_host.shape}")
-    X_host = be.to_host(X)
-    for name, arr in (("X", X_host), ("W", W_host), ("b", b_host)):
+    for name, arr in (("X", X), ("W", W_host), ("b", b_host)):
         check_finite(arr, name)
     y_idx = check_class_indices(y, n_classes, X.shape[0])
     sw = check_sample_weight(sample_weight, X.shape[0], dtype)

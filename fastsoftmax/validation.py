@@ -33,7 +33,15 @@ def check_dtype(dtype):
 
 
 def check_finite(a, name):
-    """Raise ValueError when ``a`` holds NaN or inf."""
+    """Raise ValueError when ``a`` (dense, sparse or on a GPU) holds NaN or inf."""
+    if hasattr(a, "tocsr") and hasattr(a, "data"):  # scipy.sparse: the stored values
+        a = a.data
+    if is_device_array(a):
+        import cupy
+
+        if not bool(cupy.isfinite(a).all()):
+            raise ValueError(f"{name} contains NaN or infinity; every value must be finite")
+        return
     if not np.all(np.isfinite(a)):
         bad = "NaN" if np.isnan(a).any() else "infinity"
         raise ValueError(f"{name} contains {bad}; every value must be finite")

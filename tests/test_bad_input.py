@@ -83,10 +83,12 @@ def test_non_finite_X_in_prediction(data, fitted, method, value, message):
         getattr(fitted, method)(*args)
 
 
-def test_sparse_X_is_refused_with_a_hint(data):
+def test_sparse_X_with_nan_is_refused(data):
     X, y = data
-    with pytest.raises(TypeError, match=r"Sparse data was passed for X, but dense data is required.*toarray"):
-        SoftmaxClassifier().fit(scipy.sparse.csr_matrix(X), y)
+    X = scipy.sparse.csr_matrix(X)
+    X.data[3] = np.nan
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        SoftmaxClassifier().fit(X, y)
 
 
 def test_mismatched_X_and_y_lengths(data):

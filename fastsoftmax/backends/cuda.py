@@ -102,6 +102,8 @@ class CudaBackend:
 
     # -- arrays -------------------------------------------------------------------
     def asarray(self, a, dtype=None):
+        if hasattr(a, "tocsr") and not hasattr(a, "__cuda_array_interface__"):
+            raise ValueError("sparse X runs on backend='cpu'; the CUDA backend takes dense X for now")
         return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
 
     def to_host(self, a):
@@ -121,6 +123,8 @@ class CudaBackend:
         """
         if hasattr(a, "__cuda_array_interface__") and self.storage is None:
             return self.asarray(a, dtype)
+        if hasattr(a, "tocsr"):
+            return self.asarray(a)  # raises: sparse X is not supported here yet
         host = self._to_storage(
             self.to_host(a) if hasattr(a, "__cuda_array_interface__") else np.asarray(a, dtype)
         )
