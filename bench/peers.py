@@ -19,11 +19,13 @@ def make_problem(n_samples, n_features, n_classes, seed=0):
     return X, y, W, b
 
 
-def make_fastsoftmax(X, y, W, b):
+def make_fastsoftmax(X, y, W, b, backend="cpu"):
+    """fastsoftmax's objective on a backend (``bench.gpu_peers`` uses it with "cuda")."""
     from fastsoftmax import SoftmaxObjective, get_backend
 
-    backend = get_backend("cpu")
-    objective = SoftmaxObjective(backend, X, y, np.ones(len(y), X.dtype), W.shape[1])
+    be = get_backend(backend)
+    sample_weight = be.asarray(np.ones(len(y), dtype=X.dtype))
+    objective = SoftmaxObjective(be, be.asarray(X), be.asarray(y), sample_weight, W.shape[1])
 
     def run():
         loss, (dW, _) = objective.loss_grad((W, b))
