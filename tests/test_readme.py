@@ -1,6 +1,7 @@
-"""README.md's two set-up commands stay true: CI runs the test command, the other trains.
+"""README.md stays true: CI runs its test command, the other command trains, the API tour runs.
 
-Scope: the text of README.md and .ci/run only; running the commands is CI's job.
+Scope: the text of README.md and .ci/run, and the Python API tour; running the shell
+commands is CI's job.
 """
 
 import re
@@ -26,3 +27,14 @@ def test_ci_runs_the_readme_test_command():
     assert "pytest" in test_command
     ci_lines = [line.strip() for line in (ROOT / ".ci/run").read_text().splitlines()]
     assert test_command in ci_lines
+
+
+def test_api_tour_runs_without_warnings(tmp_path, monkeypatch):
+    import warnings
+
+    tour = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)[0]
+    monkeypatch.chdir(tmp_path)  # the tour saves a model file in the working directory
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exec(compile(tour, "README.md (API tour)", "exec"), {})
+    assert (tmp_path / "digits.npz").exists()
