@@ -7,6 +7,7 @@ argument, what arrived and what was expected, before any state is touched.
 import numbers
 
 import numpy as np
+import scipy.sparse as sp
 
 FLOAT_DTYPES = (np.float32, np.float64)
 
@@ -34,7 +35,7 @@ def check_dtype(dtype):
 
 def check_finite(a, name):
     """Raise ValueError when ``a`` (dense, sparse or on a GPU) holds NaN or inf."""
-    if hasattr(a, "tocsr") and hasattr(a, "data"):  # scipy.sparse: the stored values
+    if sp.issparse(a):  # the stored values; the implicit zeros are finite
         a = a.data
     if is_device_array(a):
         import cupy
