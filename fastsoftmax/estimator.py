@@ -19,9 +19,16 @@ from .objective import SoftmaxObjective
 from .params import validate_params
 from .solvers import UPDATE_RULES, MinibatchConfig, get_solver
 from .solvers.minibatch import MinibatchState
+from .sources import DataSourceError, is_source_like, open_source
+from .streaming import SourceFeatures, row_chunks
 from .validation import check_dtype, check_sample_weight, is_device_array, to_host
 
 MINIBATCH_SOLVERS = ("sgd", "adam")
+
+
+def _streams(X):
+    """True for data read chunk by chunk: sources, paths, specs and memory maps."""
+    return is_source_like(X) or isinstance(X, np.memmap)
 
 
 def _all_or_nothing(method):
@@ -203,14 +210,19 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     # -- fitting --------------------------------------------------------------------
     @_all_or_nothing
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None):
         """Fit the model to ``X, y``, replacing any previous fit (unless warm_start).
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-        y : array-like of shape (n_samples,)
-            Labels of any hashable, sortable type (ints, strings, ...).
+        X : array-like of shape (n_samples, n_features), or a data source
+            In-memory data, or data read chunk by chunk and never loaded whole: a
+            :class:`~fastsoftmax.sources.DataSource`, a path (``.npy``, ``.h5``,
+            ``.zarr``, ``.parquet``, ``.svm``), a list of paths, a spec dict (see
+            :func:`~fastsoftmax.sources.open_source`), or an ``np.memmap``.
+        y : array-like of shape (n_samples,), optional
+            Labels of any hashable, sortable type (ints, strings, ...).  Optional
+            only for sources that hold their labels.
         sample_weight : array-like of shape (n_samples,), optional
             Non-negative weights.
 
@@ -225,7 +237,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             )
         previous = self._fitted_params_if_warm()
         dtype = check_dtype(self.dtype)
-        X, y = self._validate_training_data(X, y, dtype, reset=True)
+        X, y, sample_weight = self._training_data(X, y, sample_weight, dtype, reset=True)
         check_classification_targets(y)
         classes, y_idx = np.unique(y, return_inverse=True)
         if len(classes) < 2:
@@ -257,13 +269,15 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     @available_if(_has_minibatch_solver)
     @_all_or_nothing
-    def partial_fit(self, X, y, classes=None, sample_weight=None):
+    def partial_fit(self, X, y=None, classes=None, sample_weight=None):
         """Run one epoch of the minibatch solver on ``X, y``, continuing the fit.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-        y : array-like of shape (n_samples,)
+        X : array-like of shape (n_samples, n_features), or a data source
+            As for :meth:`fit`; a source is read chunk by chunk, in a shuffled
+            chunk order.
+        y : array-like of shape (n_samples,), optional (sources hold their labels)
         classes : array-like of shape (n_classes,), optional
             Every label the model will ever see; required on the first call.
         sample_weight : array-like of shape (n_samples,), optional
@@ -291,7 +305,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 )
         else:
             classes = self.classes_
-        X, y = self._validate_training_data(X, y, dtype, reset=first_call)
+        X, y, sample_weight = self._training_data(X, y, sample_weight, dtype, reset=first_call)
         check_classification_targets(y)
         unknown = np.setdiff1d(np.unique(y), classes)
         if unknown.size:
@@ -307,21 +321,22 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         else:
             # Work on a copy, so that a failure leaves the committed state untouched.
             state = copy.deepcopy(state)
-        train = SoftmaxObjective(
-            backend,
-            backend.resident(X),
-            backend.asarray(y_idx),
-            backend.asarray(sw),
-            len(classes),
-            float(self.alpha),
-            bool(self.fit_intercept),
-        )
+        train = self._objective(backend, X, y_idx, sw, len(classes))
         params0 = train.init_params() if first_call else self._backend_params(backend)
         result = self._run_solver(train, params0, None, state, stop_early=False, max_iter=1)
         self._store(backend, result, classes)
         self.n_iter_ = (0 if first_call else self.n_iter_) + result.n_iter
         self.loss_curve_ = ([] if first_call else self.loss_curve_) + list(result.loss_curve)
         return self
+
+    def _training_data(self, X, y, sample_weight, dtype, reset):
+        """``(X, y, sample_weight)`` checked: X in memory, or the features of a source to stream."""
+        if _streams(X):
+            return self._open_training_source(X, y, sample_weight, dtype, reset)
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
+        X, y = self._validate_training_data(X, y, dtype, reset)
+        return X, y, sample_weight
 
     def _validate_training_data(self, X, y, dtype, reset):
         """X and y checked as scikit-learn checks them; X stays on the GPU if it is there."""
@@ -394,36 +409,62 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     def _objectives(self, backend, X, y_idx, sw, n_classes, rng):
         """Training objective, and a validation objective with early stopping."""
-        alpha, fit_intercept = float(self.alpha), bool(self.fit_intercept)
         if not self.early_stopping:
-            return SoftmaxObjective(
-                backend,
-                backend.resident(X),
-                backend.asarray(y_idx),
-                backend.asarray(sw),
-                n_classes,
-                alpha,
-                fit_intercept,
-            ), None
+            return self._objective(backend, X, y_idx, sw, n_classes), None
         counts = np.bincount(y_idx, minlength=n_classes)
         stratify = y_idx if counts.min() >= 2 else None
         train_rows, val_rows = train_test_split(
             np.arange(len(y_idx)), test_size=self.validation_fraction, random_state=rng, stratify=stratify
         )
-        objectives = []
-        for rows in (np.sort(train_rows), np.sort(val_rows)):
-            objectives.append(
-                SoftmaxObjective(
-                    backend,
-                    backend.resident(X[rows]),
-                    backend.asarray(y_idx[rows]),
-                    backend.asarray(sw[rows]),
-                    n_classes,
-                    alpha,
-                    fit_intercept,
-                )
+        return tuple(
+            self._objective(backend, X, y_idx, sw, n_classes, rows=np.sort(rows))
+            for rows in (train_rows, val_rows)
+        )
+
+    def _objective(self, backend, X, y_idx, sw, n_classes, rows=None):
+        """The objective over ``X`` (or its ``rows``): in-memory X on the backend, sources streamed."""
+        if isinstance(X, SourceFeatures):
+            features = X if rows is None else SourceFeatures(X.source.subset(rows), X.dtype)
+        else:
+            features = backend.resident(X if rows is None else X[rows])
+        if rows is not None:
+            y_idx, sw = y_idx[rows], sw[rows]
+        return SoftmaxObjective(
+            backend,
+            features,
+            backend.asarray(y_idx),
+            backend.asarray(sw),
+            n_classes,
+            float(self.alpha),
+            bool(self.fit_intercept),
+            verbose=int(self.verbose),
+        )
+
+    def _open_training_source(self, X, y, sample_weight, dtype, reset):
+        """A source's features (to stream), labels and weights, checked like in-memory data."""
+        source = open_source(X, y, sample_weight)
+        labels, weights = source.targets()
+        if labels is None:
+            raise DataSourceError(
+                f"{source.name}: holds no labels; name the label dataset or column (label=...) "
+                "or pass y for .npy and array sources",
+                source.name,
             )
-        return tuple(objectives)
+        self._check_source_width(source, reset)
+        if reset:
+            self.n_features_in_ = source.n_features
+            if source.feature_names is not None:
+                self.feature_names_in_ = np.asarray(source.feature_names, dtype=object)
+            else:
+                self.__dict__.pop("feature_names_in_", None)
+        return SourceFeatures(source, dtype), labels, weights
+
+    def _check_source_width(self, source, reset):
+        if not reset and source.n_features != self.n_features_in_:
+            raise ValueError(
+                f"{source.name}: has {source.n_features} features, but SoftmaxClassifier is expecting "
+                f"{self.n_features_in_} features as input."
+            )
 
     def _new_minibatch_state(self, rng):
         if self.solver == "sgd":
@@ -500,15 +541,21 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
         The CPU backend takes all rows at once; the CUDA backend takes as many as
         free device memory allows, so predictions never need the whole logits matrix
-        on the device.
+        on the device.  A data source is read chunk by chunk.
         """
-        X = self._check_predict_input(X)
         backend = get_backend(self.backend)
+        if _streams(X):
+            check_is_fitted(self, "coef_")
+            source = open_source(X)
+            self._check_source_width(source, reset=False)
+            X = SourceFeatures(source, self.coef_.dtype)
+        else:
+            X = self._check_predict_input(X)
         W, b = self._backend_params(backend)
         step = backend.max_chunk_rows(X, len(self.classes_)) or max(1, X.shape[0])
         parts = [
-            backend.to_host(compute(backend, X[start : start + step], W, b))
-            for start in range(0, X.shape[0], step)
+            backend.to_host(compute(backend, X_piece, W, b))
+            for _, _, X_piece in backend.stream(row_chunks(X, step))
         ]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 

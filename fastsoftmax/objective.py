@@ -19,11 +19,14 @@ Parameters travel as a pair ``(W, b)`` of backend arrays.
 """
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
 
 from .backends import Backend, get_backend
+from .progress import PassProgress
+from .streaming import SourceFeatures, row_chunks
 from .validation import (
     check_class_indices,
     check_dtype,
@@ -34,14 +37,24 @@ from .validation import (
 )
 
 
+class Minibatch(NamedTuple):
+    """Rows of a minibatch already on the backend: features, class indices, sample weights."""
+
+    X: object
+    y: object
+    sample_weight: object
+
+
 @dataclass
 class SoftmaxObjective:
-    """The penalised objective over a data set held on a backend.
+    """The penalised objective over a data set held on a backend, in host memory or in a source.
 
     Parameters
     ----------
     backend : Backend
-    X : backend array of shape (n_samples, n_features)
+    X : backend array, host array or SourceFeatures, of shape (n_samples, n_features)
+        Features: on the backend (``backend.resident``), on the host when too large
+        for the device, or streamed from a data source chunk by chunk.
     y : backend integer array of shape (n_samples,)
     sample_weight : backend array of shape (n_samples,)
     n_classes : int
@@ -52,6 +65,9 @@ class SoftmaxObjective:
         Rows handed to the backend per call; None asks the backend (the CPU backend
         takes everything at once and blocks it for its caches; the CUDA backend sizes
         chunks from free device memory).
+    verbose : int
+        1 or more shows a bar with rows/s and bytes/s over each pass that streams
+        from a data source.
     """
 
     backend: Backend
@@ -62,6 +78,7 @@ class SoftmaxObjective:
     alpha: float = 0.0
     fit_intercept: bool = True
     chunk_rows: int | None = None
+    verbose: int = 0
 
     def __post_init__(self):
         self.scale = self.sample_weight / self.sample_weight.sum()
@@ -69,6 +86,11 @@ class SoftmaxObjective:
     @property
     def n_samples(self):
         return self.X.shape[0]
+
+    @property
+    def streamed(self):
+        """True when the features come from a data source, chunk by chunk."""
+        return isinstance(self.X, SourceFeatures)
 
     @property
     def dtype(self):
@@ -82,14 +104,20 @@ class SoftmaxObjective:
             self.backend.zeros(self.n_classes, self.dtype),
         )
 
+    def _step(self):
+        return (
+            self.chunk_rows or self.backend.max_chunk_rows(self.X, self.n_classes) or max(1, self.n_samples)
+        )
+
     def loss_grad(self, params, rows=None):
         """Return ``loss, (dW, db)`` at ``params``, over all rows or a minibatch.
 
         Parameters
         ----------
         params : tuple (W, b) of backend arrays
-        rows : integer array, optional
-            Rows of a minibatch; its weights are renormalised to sum to one.
+        rows : integer array or Minibatch, optional
+            The rows of a minibatch (in-memory data), or a minibatch from
+            :meth:`minibatches`; its weights are renormalised to sum to one.
 
         Returns
         -------
@@ -97,22 +125,27 @@ class SoftmaxObjective:
         grads : tuple (dW, db) of backend arrays, freshly allocated
         """
         W, b = params
+        dW = self.backend.zeros(W.shape, self.dtype)
+        db = self.backend.zeros(b.shape, self.dtype)
         if rows is None:
-            X, y, scale = self.X, self.y, self.scale
+            pieces = self.backend.stream(row_chunks(self.X, self._step()))
+            loss = 0.0
+            with PassProgress(
+                self.n_samples, self._bytes_per_row(), self.verbose > 0 and self.streamed
+            ) as bar:
+                for lo, hi, X in pieces:
+                    loss += self.backend.loss_grad_accumulate_(
+                        X, self.y[lo:hi], self.scale[lo:hi], W, b, dW, db
+                    )
+                    bar.update(hi - lo)
         else:
-            X, y, sw = self.X[rows], self.y[rows], self.sample_weight[rows]
+            X, y, sw = rows if isinstance(rows, Minibatch) else self._take(rows)
             total = sw.sum()
             # A minibatch whose rows all weigh zero carries no information.
             scale = sw / total if total > 0 else sw
-        dW = self.backend.zeros(W.shape, self.dtype)
-        db = self.backend.zeros(b.shape, self.dtype)
-        step = self.chunk_rows or self.backend.max_chunk_rows(self.X, self.n_classes) or max(1, X.shape[0])
-        loss = 0.0
-        for start in range(0, X.shape[0], step):
-            stop = start + step
-            loss += self.backend.loss_grad_accumulate_(
-                X[start:stop], y[start:stop], scale[start:stop], W, b, dW, db
-            )
+            loss = 0.0
+            for lo, hi, X_piece in self.backend.stream(row_chunks(X, self._step())):
+                loss += self.backend.loss_grad_accumulate_(X_piece, y[lo:hi], scale[lo:hi], W, b, dW, db)
         if self.alpha:
             loss += 0.5 * self.alpha * float((W * W).sum())
             dW += self.alpha * W
@@ -123,6 +156,50 @@ class SoftmaxObjective:
     def loss(self, params, rows=None):
         """The objective's value (computed with its gradient; the pass costs the same)."""
         return self.loss_grad(params, rows)[0]
+
+    def minibatches(self, rng, batch_size, shuffle=True):
+        """Yield one epoch of minibatches, each for :meth:`loss_grad`'s ``rows``.
+
+        In-memory data: batches of a permutation of all rows.  Streamed data: the
+        source's chunks in a permuted order, and batches of a permutation of each
+        chunk's rows (a batch never spans two chunks), so an epoch reads every chunk
+        once, sequentially.  Rows within a batch are sorted: a sum over a batch does
+        not depend on order, and sorted rows read memory in order.
+
+        Parameters
+        ----------
+        rng : numpy.random.RandomState
+            Draws the permutations; a fixed seed reproduces the epoch.
+        batch_size : int
+        shuffle : bool, default=True
+        """
+        if not self.streamed:
+            order = rng.permutation(self.n_samples) if shuffle else np.arange(self.n_samples)
+            for start in range(0, self.n_samples, batch_size):
+                yield Minibatch(*self._take(np.sort(order[start : start + batch_size])))
+            return
+        chunk_order = rng.permutation(self.X.n_chunks) if shuffle else range(self.X.n_chunks)
+        step = self._step()
+        with PassProgress(self.n_samples, self._bytes_per_row(), self.verbose > 1) as bar:
+            for lo, hi, X in self.backend.stream(row_chunks(self.X, step, chunk_order)):
+                local = rng.permutation(hi - lo) if shuffle else np.arange(hi - lo)
+                for start in range(0, hi - lo, batch_size):
+                    picked = np.sort(local[start : start + batch_size])
+                    on_backend = self.backend.asarray(picked)
+                    positions = self.backend.asarray(picked + lo)
+                    yield Minibatch(X[on_backend], self.y[positions], self.sample_weight[positions])
+                bar.update(hi - lo)
+
+    def _take(self, rows):
+        """Features, labels and weights of ``rows`` (host indices) of in-memory data."""
+        on_backend = self.backend.asarray(rows)
+        X = self.X[on_backend if is_device_array(self.X) else rows]
+        return X, self.y[on_backend], self.sample_weight[on_backend]
+
+    def _bytes_per_row(self):
+        if self.streamed:
+            return self.X.bytes_per_row
+        return self.X.shape[1] * self.X.dtype.itemsize
 
 
 def loss_and_grad(X, y, W, b=None, sample_weight=None, alpha=0.0, backend="auto"):

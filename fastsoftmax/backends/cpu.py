@@ -128,6 +128,10 @@ class NumpyBackend:
         # exist whole, so the caller need not chunk.
         return None
 
+    def stream(self, pieces):
+        # Host memory is where this backend computes: nothing to move.
+        return iter(pieces)
+
     # -- maths --------------------------------------------------------------------
     def logits(self, X, W, b):
         Z = X @ W

@@ -204,6 +204,10 @@ class CudaBackend:
             )
         return rows
 
+    def stream(self, pieces):
+        for lo, hi, X in pieces:
+            yield lo, hi, self.asarray(X)
+
     # -- maths --------------------------------------------------------------------
     def _stream(self):
         if self.simulated:

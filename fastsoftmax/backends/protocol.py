@@ -6,6 +6,7 @@ support ``+ - * @``, ``sum`` and slicing, which is all the objective needs beyon
 these methods.  A trailing ``_`` on a method name means it writes into an argument.
 """
 
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import numpy as np
@@ -38,6 +39,15 @@ class Backend(Protocol):
         """Rows of ``X`` one call of the methods below may take now, or None for no limit.
 
         Raises DeviceMemoryError when not even one row fits.
+        """
+
+    def stream(self, pieces) -> Iterator:
+        """Yield ``(lo, hi, X)`` for each ``(lo, hi, X_piece)`` of ``pieces``, with X on this backend.
+
+        Pieces come from host memory, a data source, or the backend itself; the
+        backend may move the next piece while the caller computes on this one, so a
+        piece is valid until the next one is taken.  Each piece fits one call of the
+        methods below (the caller sizes them with ``max_chunk_rows``).
         """
 
     def logits(self, X, W, b) -> Array:

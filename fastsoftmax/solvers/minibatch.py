@@ -110,19 +110,16 @@ def minibatch(
     with Progress(max_iter, "epoch", verbose > 0) as progress:
         for _ in range(max_iter):
             lr = learning_rate_at(config, state, max_iter)
-            order = state.rng.permutation(n) if config.shuffle else np.arange(n)
             epoch_loss = 0.0
-            for start in range(0, n, batch_size):
-                # Sorted rows read X in memory order; a sum over the batch ignores order.
-                rows = np.sort(order[start : start + batch_size])
-                loss, grads = objective.loss_grad(params, rows)
+            for batch in objective.minibatches(state.rng, batch_size, config.shuffle):
+                loss, grads = objective.loss_grad(params, batch)
                 if not math.isfinite(loss):
                     raise FloatingPointError(
                         f"the loss became {loss} in epoch {state.epoch + 1} (learning rate {lr:g}); "
                         "lower learning_rate_init"
                     )
                 state.update.step_(params, grads, lr)
-                epoch_loss += loss * len(rows)
+                epoch_loss += loss * batch.y.shape[0]
             state.epoch += 1
             epochs_run += 1
             loss_curve.append(epoch_loss / n)

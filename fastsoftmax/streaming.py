@@ -1,0 +1,73 @@
+"""Row chunks of training data, wherever it lives: on the backend, in host memory, or in a source.
+
+The objective walks its rows through :func:`row_chunks`, which yields the same
+``(lo, hi, X)`` pieces for every kind of storage, sized so that one backend call can
+take each; the backend's ``stream`` then moves them to where it computes (for the
+CUDA backend: copies overlapped with compute).  Positions ``lo:hi`` index the
+objective's own rows, so labels and weights (held whole) are sliced alongside.
+"""
+
+import numpy as np
+
+from .sources import DataSource
+
+
+class SourceFeatures:
+    """The features of a :class:`~fastsoftmax.sources.DataSource`, as an objective reads them.
+
+    Stands in for ``X`` in an objective whose data does not fit in memory: it has
+    ``shape`` and ``dtype`` and is read chunk by chunk, never whole.
+
+    Parameters
+    ----------
+    source : DataSource
+    dtype : np.float32 or np.float64
+        Features are converted to it as they are read.
+    """
+
+    def __init__(self, source: DataSource, dtype):
+        self.source = source
+        self.dtype = np.dtype(dtype)
+        self.shape = (source.n_samples, source.n_features)
+        self.ndim = 2
+
+    @property
+    def n_chunks(self):
+        return self.source.n_chunks
+
+    @property
+    def bytes_per_row(self):
+        return self.source.nbytes / max(1, self.source.n_samples)
+
+    def chunks(self, order=None):
+        """Yield ``(lo, hi, X)`` per source chunk, in ``order``: positions and host features."""
+        order = range(self.source.n_chunks) if order is None else order
+        for index, X in self.source.iter_features(order, self.dtype):
+            start, stop = self.source.bounds[index]
+            yield start, stop, X
+
+    def __repr__(self):
+        return f"SourceFeatures({self.source!r})"
+
+
+def row_chunks(X, step, order=None):
+    """Yield ``(lo, hi, X[lo:hi])`` pieces of at most ``step`` rows covering ``X``.
+
+    Parameters
+    ----------
+    X : array, sparse matrix or SourceFeatures
+    step : int
+        Largest piece, in rows.
+    order : sequence of int, optional
+        For SourceFeatures: the order of the source's chunks (a shuffled epoch);
+        each chunk is then cut into pieces in its own order.
+    """
+    if isinstance(X, SourceFeatures):
+        for lo, hi, chunk in X.chunks(order):
+            for start in range(0, hi - lo, step):
+                stop = min(start + step, hi - lo)
+                yield lo + start, lo + stop, chunk[start:stop]
+        return
+    for start in range(0, X.shape[0], step):
+        stop = min(start + step, X.shape[0])
+        yield start, stop, X[start:stop]
