@@ -5,7 +5,23 @@ import time
 from tqdm.auto import tqdm
 
 
-class Progress:
+class _Bar:
+    """A tqdm bar, or nothing when disabled; closed on leaving a ``with`` block."""
+
+    _bar = None
+
+    def close(self):
+        if self._bar is not None:
+            self._bar.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Progress(_Bar):
     """A bar over iterations or epochs that shows the current loss.
 
     Parameters
@@ -25,18 +41,8 @@ class Progress:
             self._bar.set_postfix(loss=f"{loss:.6g}", **extra, refresh=False)
             self._bar.update(1)
 
-    def close(self):
-        if self._bar is not None:
-            self._bar.close()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-class PassProgress:
+class PassProgress(_Bar):
     """A bar over the rows of one pass, showing rows/s and bytes/s.
 
     Parameters
@@ -63,16 +69,6 @@ class PassProgress:
         rate = self._done * self._bytes_per_row / elapsed
         self._bar.set_postfix_str(f"{_si_bytes(rate)}/s", refresh=False)
         self._bar.update(rows)
-
-    def close(self):
-        if self._bar is not None:
-            self._bar.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def _si_bytes(n):

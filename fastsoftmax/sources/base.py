@@ -323,6 +323,29 @@ def _prefetched(order, read):
                 pass
 
 
+class OpenFileSource(DataSource):
+    """A source that keeps its file open between reads, guarded by a lock.
+
+    The reader thread and the caller may both read; one lock serialises them (the
+    file libraries are not safe for concurrent reads on one handle).  A pickled
+    source holds its path and reopens the file on its first read.
+    """
+
+    def _init_handle(self):
+        self._lock = threading.Lock()
+        self._handle = None
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_handle"] = None
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
 class RowSubset(DataSource):
     """Some rows of a source, in their order there: a training or held-out split, never copied.
 

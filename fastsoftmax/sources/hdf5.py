@@ -7,12 +7,17 @@ the chunks here are aligned to them.
 """
 
 import os
-import threading
 
-from .base import DEFAULT_CHUNK_BYTES, DataSource, DataSourceError, chunk_bounds, rows_for_bytes
+from .base import (
+    DEFAULT_CHUNK_BYTES,
+    DataSourceError,
+    OpenFileSource,
+    chunk_bounds,
+    rows_for_bytes,
+)
 
 
-class _ArrayStoreSource(DataSource):
+class _ArrayStoreSource(OpenFileSource):
     """Features, labels and sample weights stored as named arrays of one container.
 
     A subclass opens the container (:meth:`_open`) and says what counts as an array
@@ -31,8 +36,7 @@ class _ArrayStoreSource(DataSource):
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path}: no such file")
         self.name = str(path)
-        self._lock = threading.Lock()
-        self._handle = None
+        self._init_handle()
         with self._lock:
             X = self._find(features, "features")
             if X is None:
@@ -124,17 +128,6 @@ class _ArrayStoreSource(DataSource):
         except self.read_errors as exc:
             raise self.error(f"cannot read the labels: {type(exc).__name__}: {exc}") from None
         return y, sample_weight
-
-    def __getstate__(self):
-        # A pickled source holds the path and reopens the container when first read.
-        state = self.__dict__.copy()
-        state["_handle"] = None
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
 
 def _aligned_rows(row_chunks, target):

@@ -1,14 +1,13 @@
 """A source over a Parquet file, one chunk per row group, read with pyarrow."""
 
 import os
-import threading
 
 import numpy as np
 
-from .base import DataSource, DataSourceError
+from .base import DataSourceError, OpenFileSource
 
 
-class ParquetSource(DataSource):
+class ParquetSource(OpenFileSource):
     """Features, labels and sample weights held as columns of a Parquet file.
 
     Each row group is one chunk (empty row groups are skipped), so the chunk size is
@@ -64,8 +63,7 @@ class ParquetSource(DataSource):
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path}: no such file")
         self.name = str(path)
-        self._lock = threading.Lock()
-        self._handle = None
+        self._init_handle()
         schema = self._file().schema_arrow
         names = list(schema.names)
         self._label = label if label is not None and label in names else None
@@ -159,17 +157,6 @@ class ParquetSource(DataSource):
         y = None if self._label is None else _vector(table.column(self._label))
         sample_weight = None if self._weight is None else _vector(table.column(self._weight))
         return y, sample_weight
-
-    def __getstate__(self):
-        # A pickled source holds the path and reopens the file when first read.
-        state = self.__dict__.copy()
-        state["_handle"] = None
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
 
 def _numeric_dtype(arrow_type):
