@@ -42,7 +42,9 @@ class SourceFeatures:
     def chunks(self, order=None):
         """Yield ``(lo, hi, X)`` per source chunk, in ``order``: positions and host features."""
         order = range(self.source.n_chunks) if order is None else order
-        for index, X in self.source.iter_features(order, self.dtype):
+        # Buffers are reused: every consumer (the backends' passes) is done with a
+        # chunk before it takes the next.
+        for index, X in self.source.iter_features(order, self.dtype, reuse_buffers=True):
             start, stop = self.source.bounds[index]
             yield start, stop, X
 

