@@ -1,10 +1,15 @@
 """The ``fastsoftmax`` command: train, predict and info.
 
-This module parses arguments, reads data through :mod:`fastsoftmax.datafiles`,
-builds a :class:`SoftmaxClassifier` and reports; it holds no maths.  Every
-hyper-parameter flag defaults to the estimator's own default, so the two cannot
-drift apart.  Errors a user can cause (a missing or malformed file, a bad value)
-print one ``fastsoftmax: error: ...`` line on stderr and exit with status 2.
+This module parses arguments, opens the data as a
+:class:`~fastsoftmax.sources.DataSource`, builds a :class:`SoftmaxClassifier` and
+reports; it holds no maths.  ``.csv`` and ``.npz`` files are read whole by
+:mod:`fastsoftmax.datafiles`; every other format (``.npy``, HDF5, Zarr, Parquet,
+svmlight, and shards of several files) is streamed chunk by chunk by
+:mod:`fastsoftmax.sources`, so training and prediction never hold more than a few
+chunks of features in memory.  Every hyper-parameter flag defaults to the
+estimator's own default, so the two cannot drift apart.  Errors a user can cause
+(a missing or malformed file, a bad value) print one ``fastsoftmax: error: ...``
+line on stderr and exit with status 2.
 
 Examples
 --------
@@ -12,7 +17,9 @@ Examples
 
     $ fastsoftmax train                      # scikit-learn's bundled digits
     $ fastsoftmax train data.csv --model model.npz
-    $ fastsoftmax predict model.npz new.csv --output predictions.csv
+    $ fastsoftmax train X.npy --labels y.npy
+    $ fastsoftmax train part-0.parquet part-1.parquet --label-column target --verbose
+    $ fastsoftmax predict model.npz new.h5 --x-key features --output predictions.csv
     $ fastsoftmax info
 """
 
@@ -27,15 +34,42 @@ import numpy as np
 
 from . import __version__
 from .backends import BACKEND_NAMES, available_backends, get_backend
-from .datafiles import SUFFIXES, ReadOptions, read_data
+from .datafiles import SUFFIXES as IN_MEMORY_SUFFIXES
+from .datafiles import read_data
 from .estimator import SoftmaxClassifier
+from .progress import format_bytes
 from .solvers import SOLVERS
+from .sources import FORMATS, ArraySource, open_source
+from .sources.concat import ConcatSource
 
 # Exceptions a user can cause with a file or a flag value.  Anything else is a bug
-# in fastsoftmax and keeps its traceback.  FloatingPointError is the estimator's
-# report of a diverged fit (a learning rate set too high).
-USER_ERRORS = (OSError, ValueError, FloatingPointError)
+# in fastsoftmax and keeps its traceback.  OSError covers FileNotFoundError and
+# ValueError the sources' DataSourceError; FloatingPointError is the estimator's
+# report of a diverged fit (a learning rate set too high); ImportError is an
+# optional reader's missing package (h5py, zarr, pyarrow), which its message names.
+USER_ERRORS = (OSError, ValueError, FloatingPointError, ImportError)
 USAGE_ERROR = 2
+
+# Data-file flags (by their argparse dest) and the formats each applies to.  A flag
+# given for a file of another format is an error rather than silently ignored.
+DATA_FLAGS = {
+    "labels": "--labels",
+    "label": "--label-column/--y-key",
+    "weight": "--weight-column/--weight-key",
+    "features": "--x-key",
+    "header": "--header",
+    "zero_based": "--zero-based",
+}
+FLAGS_BY_FORMAT = {
+    "csv": ("label", "header"),
+    "npz": ("features", "label", "weight"),
+    "npy": ("labels",),
+    "hdf5": ("features", "label", "weight"),
+    "zarr": ("features", "label", "weight"),
+    "parquet": ("label", "weight"),
+    "svmlight": ("zero_based",),
+}
+SUFFIX_LIST = ", ".join(IN_MEMORY_SUFFIXES + tuple(FORMATS))
 
 # The estimator parameters the command line exposes, each as a flag of the same name.
 HYPER_PARAMETERS = (
@@ -108,12 +142,17 @@ def _add_train(commands):
         "train",
         help="fit a model and report held-out accuracy and speed",
         description="Fit a SoftmaxClassifier on DATA (default: scikit-learn's bundled digits, raw pixels), "
-        "report accuracy on a held-out stratified split and the fit's speed, and optionally save the model.",
+        "report accuracy on a held-out stratified split and the fit's speed, and optionally save the model.  "
+        "Only the labels are read whole; the features of every format but .csv and .npz are streamed "
+        "chunk by chunk, for the fit and for the held-out accuracy.",
     )
     train.add_argument(
-        "data", nargs="?", metavar="DATA", help=f"data file ({', '.join(SUFFIXES)}); omit for digits"
+        "data",
+        nargs="*",
+        metavar="DATA",
+        help=f"data file ({SUFFIX_LIST}); several files are shards whose rows are joined; omit for digits",
     )
-    _add_label_arguments(train)
+    _add_data_arguments(train)
     train.add_argument("--model", metavar="OUT.npz", help="write the fitted model here")
     _add_hyper_parameters(train)
     train.add_argument(
@@ -130,7 +169,12 @@ def _add_train(commands):
         metavar="N",
         help="seed of the split and of minibatch shuffling (default 0)",
     )
-    train.add_argument("--verbose", action="store_true", help="show a progress bar with the loss")
+    train.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show a progress bar of the iterations (with the loss) and of each pass over the data "
+        "(rows/s, bytes/s)",
+    )
     train.set_defaults(run=run_train)
 
 
@@ -138,32 +182,60 @@ def _add_predict(commands):
     predict = commands.add_parser(
         "predict",
         help="predict labels or probabilities with a saved model",
-        description="Predict with MODEL on DATA.  DATA is read unlabelled unless --score, --labels, "
-        "--label-column or --y-key says where its labels are; then the accuracy is printed on stderr.",
+        description="Predict with MODEL on DATA, streamed chunk by chunk (but .csv and .npz, read whole).  "
+        "DATA is read unlabelled unless --score, --labels, --label-column or --y-key says where its labels "
+        "are; then the accuracy is printed on stderr.",
     )
     predict.add_argument("model", metavar="MODEL", help="a model written by `fastsoftmax train --model`")
-    predict.add_argument("data", metavar="DATA", help=f"data file ({', '.join(SUFFIXES)})")
-    _add_label_arguments(predict)
+    predict.add_argument(
+        "data",
+        nargs="+",
+        metavar="DATA",
+        help=f"data file ({SUFFIX_LIST}); several files are shards whose rows are joined",
+    )
+    _add_data_arguments(predict)
     predict.add_argument(
         "--score",
         action="store_true",
-        help="DATA is labelled in its default place (CSV last column, .npz array y, "
-        "svmlight labels): report the accuracy",
+        help="DATA is labelled in its default place (CSV last column; array or column y of .npz, HDF5, "
+        "Zarr and Parquet files; svmlight labels): report the accuracy",
     )
     predict.add_argument("--output", metavar="PATH", help="write to PATH (.npy or .csv) instead of stdout")
     predict.add_argument("--proba", action="store_true", help="class probabilities instead of labels")
     predict.set_defaults(run=run_predict)
 
 
-def _add_label_arguments(parser):
-    group = parser.add_argument_group("data file options")
+def _add_data_arguments(parser):
+    group = parser.add_argument_group(
+        "data file options",
+        "Each applies to the formats it names; giving it for a file of another format is an error.",
+    )
     group.add_argument(
-        "--labels", metavar="FILE.npy", help="labels in a separate 1-D .npy file (needed for .npy DATA)"
+        "--labels",
+        metavar="FILE.npy",
+        help="labels of .npy features, one per row, in a 1-D .npy file (one DATA file only)",
     )
     group.add_argument(
         "--label-column",
-        metavar="COL",
-        help="CSV label column: an index (negative from the end) or a header name (default: last)",
+        "--y-key",
+        dest="label",
+        metavar="NAME",
+        help="where the labels are: a CSV column (an index, negative from the end, or a header name; "
+        "default the last), a Parquet column, or an .npz, HDF5 or Zarr array (default y)",
+    )
+    group.add_argument(
+        "--weight-column",
+        "--weight-key",
+        dest="weight",
+        metavar="NAME",
+        help="sample weights: a Parquet column, or an .npz, HDF5 or Zarr array (default: none, every row "
+        "weighs 1); a Parquet weight column is never read as a feature",
+    )
+    group.add_argument(
+        "--x-key",
+        dest="features",
+        metavar="NAME",
+        help="the features array of an .npz, HDF5 or Zarr file (default X; data/X reaches into a group)",
     )
     group.add_argument(
         "--header",
@@ -171,13 +243,12 @@ def _add_label_arguments(parser):
         default=None,
         help="whether the CSV's first row holds column names (default: detect)",
     )
-    group.add_argument("--x-key", default="X", help=".npz array of features (default X)")
-    group.add_argument("--y-key", default=None, help=".npz array of labels (default y)")
     group.add_argument(
         "--zero-based",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="svmlight feature indices start at 0 (default: detect; see fastsoftmax.datafiles)",
+        help="svmlight feature indices start at 0 (default: one-based unless an index 0 appears; "
+        "declare it for a zero-based file whose first feature is always zero)",
     )
 
 
@@ -205,15 +276,44 @@ def _add_hyper_parameters(parser):
     group.add_argument("--backend", choices=BACKEND_NAMES, help=f"(default {defaults['backend']})")
 
 
-def _read_options(args, n_features=None):
-    return ReadOptions(
-        x_key=args.x_key,
-        y_key="y" if args.y_key is None else args.y_key,
-        label_column=args.label_column,
-        header=args.header,
-        n_features=n_features,
-        zero_based="auto" if args.zero_based is None else args.zero_based,
-    )
+def _open_data(paths, args, *, labelled, n_features=None):
+    """One data source over the files ``paths`` (shards, joined in order).
+
+    ``labelled`` says whether a CSV has a label column and an ``.npz`` a label
+    array; the other formats hold their labels apart from their features.
+    ``n_features`` is the model's width, which an svmlight file (storing only
+    non-zero entries) cannot always tell.
+    """
+    if args.labels is not None and len(paths) > 1:
+        raise ValueError(
+            f"--labels gives the labels of one .npy file, but DATA names {len(paths)} files; "
+            "shards must hold their own labels"
+        )
+    sources = [_open_file(Path(path), args, labelled, n_features) for path in paths]
+    return sources[0] if len(sources) == 1 else ConcatSource(sources)
+
+
+def _open_file(path, args, labelled, n_features):
+    suffix = path.suffix.lower()
+    fmt = suffix[1:] if suffix in IN_MEMORY_SUFFIXES else FORMATS.get(suffix)
+    if fmt is None:
+        raise ValueError(
+            f"{path}: unknown data file type {suffix or '(no suffix)'!r}; expected one of {SUFFIX_LIST}"
+        )
+    given = {dest: getattr(args, dest) for dest in DATA_FLAGS if getattr(args, dest) is not None}
+    for dest in given:
+        if dest not in FLAGS_BY_FORMAT[fmt]:
+            formats = [f for f, dests in FLAGS_BY_FORMAT.items() if dest in dests]
+            raise ValueError(f"{path}: {DATA_FLAGS[dest]} applies to {', '.join(formats)} files, not {fmt}")
+    if fmt in ("csv", "npz"):
+        return read_data(path, labelled=labelled, **given)
+    if fmt == "npy":
+        if args.labels is not None and Path(args.labels).suffix.lower() != ".npy":
+            raise ValueError(f"{args.labels}: a labels file must be .npy")
+        return open_source(path, y=args.labels)
+    if fmt == "svmlight":
+        return open_source(path, n_features=n_features, zero_based=given.get("zero_based", "auto"))
+    return open_source(path, **given)
 
 
 # -- train ------------------------------------------------------------------------------
@@ -221,23 +321,20 @@ def run_train(args) -> int:
     """``fastsoftmax train``: fit, report, optionally save."""
     if not 0 <= args.test_size < 1:
         raise ValueError(f"--test-size {args.test_size} is not valid; expected a fraction in [0, 1)")
-    if args.data is None:
-        X, y, source = _digits()
-        preset = DIGITS_DEFAULTS
+    if args.data:
+        source, preset = _open_data(args.data, args, labelled=True), {}
     else:
-        data = read_data(args.data, labelled=True, labels=args.labels, options=_read_options(args))
-        X, y, source = data.X, data.y, str(data.path)
-        preset = {}
-    X_train, X_test, y_train, y_test = _split(X, y, args.test_size, args.seed)
+        source, preset = _digits(), DIGITS_DEFAULTS
+    train, y_train, test, y_test = _split(source, _labels(source), args.test_size, args.seed)
     model = SoftmaxClassifier(**_estimator_params(args, preset))
-    warm_up_seconds = _warm_up(model, X_train, y_train)
-    fit_seconds, caught = _timed_fit(model, X_train, y_train)
+    warm_up_seconds = _warm_up(model, train, y_train)
+    fit_seconds, caught = _timed_fit(model, train)
     for warning in caught:
         print(f"fastsoftmax: warning: {warning.message}", file=sys.stderr)
-    accuracy = None if X_test is None else model.score(X_test, y_test)
+    accuracy = None if test is None else model.score(test, y_test)
     saved = _save(model, args.model) if args.model else None
     timing = (fit_seconds, warm_up_seconds)
-    _print_report(model, source, X, X_train, X_test, accuracy, timing, saved)
+    _print_report(model, source, train, test, accuracy, timing, saved)
     return 0
 
 
@@ -245,20 +342,35 @@ def _digits():
     from sklearn.datasets import load_digits
 
     X, y = load_digits(return_X_y=True)
-    return X, y, "digits (scikit-learn's bundled copy, raw pixels 0..16)"
+    return ArraySource(X, y, name="digits (scikit-learn's bundled copy, raw pixels 0..16)")
 
 
-def _split(X, y, test_size, seed):
-    """Train and held-out parts; the held-out part is None when test_size is 0."""
+def _labels(source):
+    """Every label of ``source`` (labels are small beside the features); an error if it has none."""
+    y = source.targets()[0]
+    if y is None:
+        raise ValueError(
+            f"{source.name}: holds no labels; say where they are with --labels FILE.npy (.npy features) "
+            "or --label-column/--y-key (other formats)"
+        )
+    return y
+
+
+def _split(source, y, test_size, seed):
+    """Training and held-out subsets of ``source`` and their labels; no held-out part when test_size is 0."""
     from sklearn.model_selection import train_test_split
 
     if test_size == 0:
-        return X, None, y, None
+        return source, y, None, None
     # Stratify so every class is held out in proportion, when every class has the
     # two members that needs.
     _, counts = np.unique(y, return_counts=True)
     stratify = y if counts.min() >= 2 else None
-    return train_test_split(X, y, test_size=test_size, random_state=seed, stratify=stratify)
+    parts = train_test_split(np.arange(len(y)), test_size=test_size, random_state=seed, stratify=stratify)
+    # A subset reads just its rows from each chunk, so neither part is ever copied
+    # whole; it needs them sorted.
+    train_rows, test_rows = (np.sort(rows) for rows in parts)
+    return source.subset(train_rows), y[train_rows], source.subset(test_rows), y[test_rows]
 
 
 def _estimator_params(args, preset):
@@ -272,32 +384,32 @@ def _estimator_params(args, preset):
     return params
 
 
-def _warm_up(model, X, y):
-    """Fit a copy for one iteration on one row per class; return its wall time.
+def _warm_up(model, source, y):
+    """Fit a copy for one iteration on one row per class of ``source``; return its wall time.
 
     The first fit in a process loads the compiled Numba kernels from their cache
     (about 0.1 s, measured here), which would dominate the reported speed of a
     small fit such as digits (about 0.05 s).  One row per class is the least data on
-    which a fit runs the same kernels in the same dtype.
+    which a fit runs the same kernels in the same dtype; ``source.subset`` reads
+    only the chunks that hold those rows.
     """
     from sklearn.base import clone
 
     _, first_rows = np.unique(y, return_index=True)
-    rows = np.sort(first_rows)
     probe = clone(model).set_params(max_iter=1, verbose=0)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # one iteration never converges; that is the point
-        probe.fit(X[rows], y[rows])
+        probe.fit(source.subset(np.sort(first_rows)))
     return time.perf_counter() - start
 
 
-def _timed_fit(model, X, y):
+def _timed_fit(model, source):
     """Fit, returning the wall time and the warnings raised, to be shown as one line each."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         start = time.perf_counter()
-        model.fit(X, y)
+        model.fit(source)
         seconds = time.perf_counter() - start
     return seconds, caught
 
@@ -309,23 +421,31 @@ def _save(model, path):
     return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
 
 
-def _print_report(model, source, X, X_train, X_test, accuracy, timing, saved):
+def _print_report(model, source, train, test, accuracy, timing, saved):
     backend = get_backend(model.backend)
     threads = getattr(backend, "n_threads", None)
-    rows = X_train.shape[0]
     fit_seconds, warm_up_seconds = timing
+    iterations_per_second = model.n_iter_ / fit_seconds
     lines = [
-        ("data", f"{source}: {X.shape[0]} rows x {X.shape[1]} features, {len(model.classes_)} classes"),
+        (
+            "data",
+            f"{source.name}: {source.n_samples} rows x {source.n_features} features, "
+            f"{len(model.classes_)} classes, {format_bytes(source.nbytes)} of features",
+        ),
         ("backend", backend.name + (f" ({threads} threads)" if threads else "")),
         ("dtype", model.coef_.dtype.name),
         ("solver", model.solver),
-        ("train rows", str(rows)),
-        ("held-out rows", "0" if X_test is None else str(X_test.shape[0])),
+        ("train rows", str(train.n_samples)),
+        ("held-out rows", "0" if test is None else str(test.n_samples)),
         ("held-out accuracy", "n/a (--test-size 0)" if accuracy is None else f"{accuracy:.4f}"),
         ("final training loss", f"{model.loss_curve_[-1]:.6g}"),
         ("n_iter", str(model.n_iter_)),
         ("fit time", f"{fit_seconds:.3f} s (after a {warm_up_seconds:.3f} s warm-up that loads the kernels)"),
-        ("rows/s", f"{rows * model.n_iter_ / fit_seconds:.3g} (rows x iterations / fit time)"),
+        ("rows/s", f"{train.n_samples * iterations_per_second:.3g} (rows x iterations / fit time)"),
+        (
+            "bytes/s",
+            f"{format_bytes(train.nbytes * iterations_per_second)}/s (feature bytes x iterations / fit time)",
+        ),
     ]
     if saved is not None:
         lines.append(("model", str(saved)))
@@ -344,33 +464,32 @@ def run_predict(args) -> int:
     if args.output is not None and Path(args.output).suffix.lower() not in (".npy", ".csv"):
         raise ValueError(f"--output {args.output}: expected a .npy or .csv file")
     model = SoftmaxClassifier.load(args.model)
-    labelled = args.score or any(v is not None for v in (args.labels, args.label_column, args.y_key))
-    data = read_data(
-        args.data, labelled=labelled, labels=args.labels, options=_read_options(args, model.n_features_in_)
-    )
-    _check_width(data, model.n_features_in_, labelled)
-    result = model.predict_proba(data.X) if args.proba else model.predict(data.X)
+    labelled = args.score or args.labels is not None or args.label is not None
+    source = _open_data(args.data, args, labelled=labelled, n_features=model.n_features_in_)
+    _check_width(source, model.n_features_in_, labelled)
+    # Labels before the pass over the features: a file without them fails at once.
+    y = _labels(source) if labelled else None
+    result = model.predict_proba(source) if args.proba else model.predict(source)
     if args.output is None:
         _write_csv(sys.stdout, result, model.classes_ if args.proba else None)
     else:
         _write_file(Path(args.output), result, model.classes_ if args.proba else None)
-    if data.y is not None:
+    if y is not None:
         predicted = result if not args.proba else model.classes_[np.argmax(result, axis=1)]
-        accuracy = np.mean(predicted == data.y)
-        print(f"accuracy: {accuracy:.4f} ({data.y.shape[0]} rows)", file=sys.stderr)
+        accuracy = np.mean(predicted == y)
+        print(f"accuracy: {accuracy:.4f} ({y.shape[0]} rows)", file=sys.stderr)
     return 0
 
 
-def _check_width(data, n_features, labelled):
+def _check_width(source, n_features, labelled):
     """Name the file when its width differs from the model's, with the likely cause."""
-    width = data.X.shape[1]
-    if width == n_features:
+    if source.n_features == n_features:
         return
     hint = ""
-    if width == n_features + 1 and not labelled:
+    if source.n_features == n_features + 1 and not labelled:
         hint = "; if one column holds labels, say so with --score or --label-column"
     raise ValueError(
-        f"{data.path} has {width} feature columns but the model was fitted on {n_features}{hint}"
+        f"{source.name} has {source.n_features} feature columns but the model was fitted on {n_features}{hint}"
     )
 
 

@@ -1,194 +1,103 @@
-"""Reading labelled or unlabelled data files into dense arrays, for the command line.
+"""Reading the small in-memory formats, ``.csv`` and ``.npz``, as data sources.
 
-One function, :func:`read_data`, picks a reader by file suffix:
+Every other format the command line takes (``.npy``, HDF5, Zarr, Parquet,
+svmlight) is streamed by :mod:`fastsoftmax.sources`.  These two cannot be read by
+rows (a zip archive's members, a text table whose row offsets are unknown), so
+:func:`read_data` reads the whole file and wraps the arrays in an
+:class:`~fastsoftmax.sources.ArraySource`; whoever uses the result handles every
+format through the one :class:`~fastsoftmax.sources.DataSource` interface.
 
-========================  =====================================================
-suffix                    features and labels
-========================  =====================================================
-``.npy``                  a 2-D array of features; labels from a separate
-                          ``labels`` file (a 1-D ``.npy``)
-``.npz``                  arrays named ``X`` and ``y`` (names configurable)
-``.csv``                  numeric columns; labels in one column (default the
-                          last), a header row detected or declared
-``.svm``, ``.svmlight``,  the svmlight/libsvm text format, read with
-``.libsvm``               :func:`sklearn.datasets.load_svmlight_file`
-========================  =====================================================
+========  =====================================================================
+suffix    features, labels and weights
+========  =====================================================================
+``.npz``  arrays named ``X`` and ``y`` (names configurable), optionally an
+          array of sample weights
+``.csv``  numeric columns; labels in one column (default the last), a header
+          row detected or declared
+========  =====================================================================
 
-Every reader loads with ``allow_pickle=False``, so a data file can never run code.
-Every error names the file and raises ``FileNotFoundError`` (no such file) or
-``ValueError`` (anything else wrong with it).  This module knows nothing of
-estimators or backends: it only turns files into ``(X, y)``.
+``.npz`` files load with ``allow_pickle=False``, so a data file can never run
+code.  Every error names the file and raises ``FileNotFoundError`` (no such file)
+or ``ValueError`` (anything else wrong with it).  This module knows nothing of
+estimators or backends.
 """
 
 import csv
 import warnings
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-SVMLIGHT_SUFFIXES = (".svm", ".svmlight", ".libsvm")
-SUFFIXES = (".npy", ".npz", ".csv") + SVMLIGHT_SUFFIXES
+from .sources import ArraySource
+
+SUFFIXES = (".csv", ".npz")
 
 
-@dataclass(frozen=True)
-class ReadOptions:
-    """Format-specific choices for :func:`read_data`; each applies to one format only.
+def read_data(path, *, labelled, features="X", label=None, weight=None, header=None) -> ArraySource:
+    """Read a ``.csv`` or ``.npz`` file whole, as a data source.
 
     Parameters
     ----------
-    x_key, y_key : str, default="X", "y"
-        Names of the feature and label arrays inside a ``.npz`` file.
-    label_column : int, str or None, default=None
-        The CSV column holding the labels: an index (negative counts from the end;
-        a string of digits counts as an index) or a header name.  None means the
-        last column.
+    path : str or os.PathLike
+        A ``.csv`` or ``.npz`` file.
+    labelled : bool
+        Whether to read labels.  When False, a CSV's every column is a feature and
+        an ``.npz`` file's labels are not read.
+    features : str, default="X"
+        The ``.npz`` array of features, of shape (n_samples, n_features).
+    label : int, str or None, default=None
+        Where the labels are.  In a CSV: a column index (negative counts from the
+        end; a string of digits counts as an index) or a header name, by default
+        the last column.  In an ``.npz``: the array's name, by default ``"y"``.
+    weight : str, optional
+        The ``.npz`` array of sample weights.
     header : bool or None, default=None
         Whether the CSV's first row holds column names.  None detects it: the first
         row is a header when some column is non-numeric there but numeric in the
         second row, or when every cell of a one-row file is non-numeric.  A header
         of numbers (such as pandas' ``0,1,2,...``) is not detected; declare it.
-    n_features : int or None, default=None
-        Columns of an svmlight file.  The format stores only non-zero entries, so a
-        file whose last features happen to be zero reads narrower than the model
-        it was meant for; pass the model's ``n_features_in_`` when predicting.
-    zero_based : bool or "auto", default="auto"
-        Whether svmlight feature indices start at 0.  "auto" assumes one-based
-        indices (the libsvm convention) unless some index 0 appears, so a
-        zero-based file whose first feature is always zero is read shifted by
-        one column; declare ``zero_based=True`` for files written that way
-        (scikit-learn's ``dump_svmlight_file`` writes zero-based by default).
-    """
-
-    x_key: str = "X"
-    y_key: str = "y"
-    label_column: int | str | None = None
-    header: bool | None = None
-    n_features: int | None = None
-    zero_based: bool | str = "auto"
-
-
-@dataclass(frozen=True)
-class LoadedData:
-    """Arrays read from a data file.
-
-    Attributes
-    ----------
-    X : ndarray of shape (n_samples, n_features)
-        Numeric features (bool, integer or floating dtype).
-    y : ndarray of shape (n_samples,) or None
-        Labels, or None when the data were read unlabelled.
-    path : pathlib.Path
-        The file the features came from.
-    """
-
-    X: np.ndarray
-    y: np.ndarray | None
-    path: Path
-
-
-def read_data(path, *, labelled, labels=None, options=None) -> LoadedData:
-    """Read features, and labels when asked, from a data file.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        A ``.npy``, ``.npz``, ``.csv``, ``.svm``, ``.svmlight`` or ``.libsvm`` file.
-    labelled : bool
-        Whether to return labels.  When False, a CSV's every column is a feature
-        and the labels stored in ``.npz`` and svmlight files are not read.
-    labels : str or os.PathLike, optional
-        A 1-D ``.npy`` file of labels, one per row of ``path``.  It supplies the
-        labels for any format (required for ``.npy`` features) and replaces
-        the labels the data file holds; it implies ``labelled``.
-    options : ReadOptions, optional
-        Format-specific choices (array names, label column, header, svmlight
-        width and index base).
 
     Returns
     -------
-    LoadedData
+    ArraySource
+        Named after ``path``, so that its errors name the file.  CSV labels that
+        are all whole numbers come out as int64, other numbers as float64, and
+        anything else as str.
 
     Raises
     ------
     FileNotFoundError
-        When ``path`` or ``labels`` does not exist.
+        When ``path`` does not exist.
     ValueError
-        For an unknown suffix, a corrupt or unreadable file, a missing array, an
-        array of the wrong dimension or dtype, a non-numeric CSV cell, or labels
-        whose count differs from the number of rows.
-
-    Notes
-    -----
-    svmlight files are read as a SciPy CSR matrix, which the CPU backend trains on
-    directly (no dense copy); the CUDA backend needs dense X for now.
+        For a suffix other than ``.csv`` and ``.npz``, a corrupt or unreadable
+        file, a missing array or column, a non-numeric CSV cell, or no rows.
 
     Examples
     --------
     >>> import numpy as np, tempfile, os
-    >>> folder = tempfile.mkdtemp()
-    >>> np.savez(os.path.join(folder, "d.npz"), X=np.eye(3), y=np.array([0, 1, 1]))
-    >>> data = read_data(os.path.join(folder, "d.npz"), labelled=True)
-    >>> data.X.shape, data.y.tolist()
-    ((3, 3), [0, 1, 1])
+    >>> path = os.path.join(tempfile.mkdtemp(), "d.npz")
+    >>> np.savez(path, X=np.eye(3), y=np.array([0, 1, 1]))
+    >>> source = read_data(path, labelled=True)
+    >>> source.n_samples, source.n_features, source.targets()[0].tolist()
+    (3, 3, [0, 1, 1])
     """
-    path = _existing_file(path)
-    options = ReadOptions() if options is None else options
-    reader = _reader_for(path)
-    X, y = reader(path, labelled and labels is None, options)
-    X = _check_features(X, path)
-    if labels is not None:
-        y = _read_label_file(_existing_file(labels))
-    elif labelled and y is None:
-        raise ValueError(f"{path} holds features only; pass a labels file (--labels FILE.npy)")
-    if y is not None:
-        y = _check_labels(y, X.shape[0], path if labels is None else Path(labels))
-    return LoadedData(X=X, y=y, path=path)
-
-
-# -- dispatch and shared checks -------------------------------------------------------
-def _existing_file(path):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     if not path.is_file():
         raise ValueError(f"{path} is not a file")
-    return path
-
-
-def _reader_for(path):
     suffix = path.suffix.lower()
-    if suffix in SVMLIGHT_SUFFIXES:
-        return _read_svmlight
-    readers = {".npy": _read_npy, ".npz": _read_npz, ".csv": _read_csv}
-    if suffix not in readers:
-        raise ValueError(
-            f"{path}: unknown data file type {suffix or '(no suffix)'!r}; "
-            f"expected one of {', '.join(SUFFIXES)}"
-        )
-    return readers[suffix]
-
-
-def _check_features(X, path):
-    if X.ndim != 2:
-        raise ValueError(f"{path}: features must be a 2-D array (n_samples, n_features), got shape {X.shape}")
-    if X.dtype.kind not in "biuf":
-        raise ValueError(f"{path}: features must be numeric, got dtype {X.dtype}")
-    if X.shape[0] == 0 or X.shape[1] == 0:
+    if suffix == ".npz":
+        X, y, sample_weight = _read_npz(path, features, (label or "y") if labelled else None, weight)
+    elif suffix == ".csv":
+        X, y = _read_csv(path, labelled, label, header)
+        sample_weight = None
+    else:
+        raise ValueError(f"{path}: {suffix or '(no suffix)'!r} is not a .csv or .npz file")
+    if X.ndim == 2 and 0 in X.shape:
         raise ValueError(f"{path}: features have shape {X.shape}; need at least one row and one column")
-    return X
-
-
-def _check_labels(y, n_samples, path):
-    # A column vector (n, 1) is a common way to save labels; accept it as 1-D.
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1:
-        raise ValueError(f"{path}: labels must be a 1-D array, got shape {y.shape}")
-    if y.shape[0] != n_samples:
-        raise ValueError(f"{path}: {y.shape[0]} labels for {n_samples} rows of features")
-    return y
+    return ArraySource(X, y, sample_weight, name=str(path))
 
 
 def _integral_labels(y):
@@ -198,69 +107,34 @@ def _integral_labels(y):
     return y
 
 
-# -- NumPy formats ---------------------------------------------------------------------
-def _load_npy(path):
-    try:
-        # Memory-mapped: the estimator copies X once into its own dtype and layout,
-        # so reading the whole file first would only double the peak memory.
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise ValueError(f"{path}: cannot be read as .npy ({exc})") from None
-    if not isinstance(array, np.ndarray):
-        raise ValueError(f"{path}: holds an .npz archive, not a single .npy array; rename it to .npz")
-    return array
-
-
-def _read_npy(path, labelled, options):
-    return _load_npy(path), None
-
-
-def _read_label_file(path):
-    if path.suffix.lower() != ".npy":
-        raise ValueError(f"{path}: a labels file must be .npy, got {path.suffix or '(no suffix)'!r}")
-    return np.asarray(_load_npy(path))
-
-
-def _read_npz(path, labelled, options):
+# -- .npz ------------------------------------------------------------------------------
+def _read_npz(path, features, label, weight):
     # np.load falls back to unpickling for anything that is neither .npy nor a zip,
     # and its refusal then talks about pickles; say what is really wrong instead.
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path}: cannot be read as .npz (not a zip archive)")
-    keys = [options.x_key] + ([options.y_key] if labelled else [])
+    keys = [features, label, weight]
     try:
         with np.load(path, allow_pickle=False) as archive:
-            missing = [k for k in keys if k not in archive.files]
-            arrays = [archive[k] for k in keys if k not in missing]
             files = sorted(archive.files)
+            arrays = {k: archive[k] for k in keys if k in files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{path}: cannot be read as .npz ({type(exc).__name__}: {exc})") from None
+    missing = [k for k in keys if k is not None and k not in arrays]
     if missing:
         raise ValueError(f"{path} has no array named {missing[0]!r}; it holds {files}")
-    return arrays[0], (arrays[1] if labelled else None)
-
-
-# -- svmlight / libsvm -----------------------------------------------------------------
-def _read_svmlight(path, labelled, options):
-    from sklearn.datasets import load_svmlight_file
-
-    try:
-        X, y = load_svmlight_file(
-            str(path), n_features=options.n_features, zero_based=options.zero_based, dtype=np.float64
-        )
-    except (ValueError, UnicodeDecodeError, OSError) as exc:
-        raise ValueError(f"{path}: cannot be read as svmlight/libsvm ({exc})") from None
-    return X, (_integral_labels(y) if labelled else None)
+    return tuple(arrays.get(k) for k in keys)
 
 
 # -- CSV -------------------------------------------------------------------------------
-def _read_csv(path, labelled, options):
+def _read_csv(path, labelled, label_column, header):
     rows = _csv_head(path, 2)
     if not rows:
         raise ValueError(f"{path}: the file is empty")
-    has_header = _detect_header(rows) if options.header is None else options.header
+    has_header = _detect_header(rows) if header is None else header
     names = [c.strip() for c in rows[0]] if has_header else None
     n_columns = len(rows[0])
-    label_index = _label_index(options.label_column, names, n_columns, path) if labelled else None
+    label_index = _label_index(label_column, names, n_columns, path) if labelled else None
     table = _csv_as_floats(path, int(has_header))
     if table is None:
         # Some cell is not a number: re-read cell by cell, which either finds the

@@ -67,11 +67,11 @@ class PassProgress(_Bar):
         self._done += rows
         elapsed = max(time.perf_counter() - self._started, 1e-9)
         rate = self._done * self._bytes_per_row / elapsed
-        self._bar.set_postfix_str(f"{_si_bytes(rate)}/s", refresh=False)
+        self._bar.set_postfix_str(f"{format_bytes(rate)}/s", refresh=False)
         self._bar.update(rows)
 
 
-def _si_bytes(n):
+def format_bytes(n):
     for unit in ("B", "kB", "MB", "GB"):
         if n < 1000:
             return f"{n:.3g} {unit}"

@@ -1,7 +1,8 @@
 """The ``fastsoftmax`` command line and the data files it reads.
 
 Runs :func:`fastsoftmax.cli.main` in-process and checks what it prints, writes and
-returns.  Out of scope: the estimator's numerics (its own tests), and speed.
+returns, for every data format the command takes.  Out of scope: the estimator's
+numerics and the sources' own checks (their tests), and speed.
 """
 
 import subprocess
@@ -10,21 +11,30 @@ import sys
 import numpy as np
 import pytest
 from sklearn.datasets import dump_svmlight_file, load_digits
+from sklearn.model_selection import train_test_split
 
 from fastsoftmax import SoftmaxClassifier, __version__
-from fastsoftmax.cli import main
+from fastsoftmax.cli import _warm_up, main
+from fastsoftmax.sources import ArraySource
 
 REPORT_FIELDS = (
+    "data",
     "backend",
     "dtype",
     "solver",
     "train rows",
+    "held-out rows",
     "held-out accuracy",
     "final training loss",
     "n_iter",
     "fit time",
     "rows/s",
+    "bytes/s",
 )
+
+# Enough L2 on raw pixels for L-BFGS to converge on 240 rows well within max_iter.
+FIT_FLAGS = ["--dtype", "float64", "--alpha", "1e-2", "--max-iter", "200"]
+FIT_PARAMS = {"dtype": "float64", "alpha": 1e-2, "max_iter": 200, "random_state": 0}
 
 
 def report(text):
@@ -32,9 +42,16 @@ def report(text):
     return {key: value.strip() for key, value in (line.split(": ", 1) for line in text.strip().splitlines())}
 
 
+def si_value(text):
+    """``916 MB/s (...)`` as 916e6."""
+    number, unit = text.split()[:2]
+    return float(number) * 1000 ** ["B", "kB", "MB", "GB", "TB"].index(unit.split("/")[0])
+
+
 @pytest.fixture(scope="module")
 def digits():
-    # A slice keeps the files small; 300 rows hold every digit.
+    # A slice keeps the files small; 300 rows hold every digit, and every pixel
+    # but the first (always 0) is non-zero somewhere.
     X, y = load_digits(return_X_y=True)
     return X[:300], y[:300]
 
@@ -51,35 +68,96 @@ def model(model_path):
     return SoftmaxClassifier.load(model_path)
 
 
-def write_npy(folder, X, y):
+# -- one labelled data set in every format ----------------------------------------------
+# Each writer saves X, y (and maybe sample weights w) and returns the DATA paths, the
+# flags that say where the labels and weights are, and the weights the file holds.
+def write_npy(folder, X, y, w):
     np.save(folder / "X.npy", X)
-    return folder / "X.npy", []
+    np.save(folder / "y.npy", y)
+    return [folder / "X.npy"], ["--labels", str(folder / "y.npy")], None
 
 
-def write_csv(folder, X, y):
-    np.savetxt(folder / "X.csv", X, delimiter=",", fmt="%g")
-    return folder / "X.csv", []
+def write_csv(folder, X, y, w):
+    np.savetxt(folder / "d.csv", np.column_stack([X, y]), delimiter=",", fmt="%g")
+    return [folder / "d.csv"], [], None
 
 
-def write_npz(folder, X, y):
-    np.savez(folder / "X.npz", X=X, y=y)
-    return folder / "X.npz", []
+def write_npz(folder, X, y, w):
+    np.savez(folder / "d.npz", X=X, y=y, w=w)
+    return [folder / "d.npz"], ["--weight-key", "w"], w
 
 
-def write_libsvm(folder, X, y):
+def write_libsvm(folder, X, y, w):
     # One-based indices, the libsvm convention, which index detection assumes.
-    dump_svmlight_file(X, y, str(folder / "X.libsvm"), zero_based=False)
-    return folder / "X.libsvm", []
+    dump_svmlight_file(X, y, str(folder / "d.libsvm"), zero_based=False)
+    return [folder / "d.libsvm"], [], None
 
 
-def write_zero_based_svmlight(folder, X, y):
+def write_zero_based_svmlight(folder, X, y, w):
     # Digits' first pixel is always 0, so detection cannot see that indices start
     # at 0: the file needs --zero-based, or every feature shifts by one column.
-    dump_svmlight_file(X, y, str(folder / "X.svmlight"), zero_based=True)
-    return folder / "X.svmlight", ["--zero-based"]
+    dump_svmlight_file(X, y, str(folder / "d.svmlight"), zero_based=True)
+    return [folder / "d.svmlight"], ["--zero-based"], None
 
 
-WRITERS = [write_npy, write_csv, write_npz, write_libsvm, write_zero_based_svmlight]
+def write_hdf5(folder, X, y, w):
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(folder / "d.h5", "w") as f:
+        f.create_dataset("data/X", data=X, chunks=(64, X.shape[1]))
+        f.create_dataset("target", data=y)
+        f.create_dataset("w", data=w)
+    flags = ["--x-key", "data/X", "--y-key", "target", "--weight-key", "w"]
+    return [folder / "d.h5"], flags, w
+
+
+def write_zarr(folder, X, y, w):
+    zarr = pytest.importorskip("zarr")
+    group = zarr.open_group(folder / "d.zarr", mode="w")
+    group.create_array("X", shape=X.shape, chunks=(100, X.shape[1]), dtype="f8")[:] = X
+    group.create_array("y", shape=y.shape, dtype="i8")[:] = y
+    return [folder / "d.zarr"], [], None
+
+
+def write_parquet_table(path, X, y, w=None, row_group_size=100):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    columns = {f"px{j}": X[:, j] for j in range(X.shape[1])} | {"target": y}
+    if w is not None:
+        columns["w"] = w
+    pq.write_table(pa.table(columns), path, row_group_size=row_group_size)
+
+
+def write_parquet(folder, X, y, w):
+    write_parquet_table(folder / "d.parquet", X, y)
+    return [folder / "d.parquet"], ["--label-column", "target"], None
+
+
+def write_parquet_shards(folder, X, y, w):
+    # The weight column is named so that it is not read as a feature.
+    write_parquet_table(folder / "a.parquet", X[:150], y[:150], w[:150])
+    write_parquet_table(folder / "b.parquet", X[150:], y[150:], w[150:])
+    flags = ["--label-column", "target", "--weight-column", "w"]
+    return [folder / "a.parquet", folder / "b.parquet"], flags, w
+
+
+WRITERS = [
+    write_npy,
+    write_csv,
+    write_npz,
+    write_libsvm,
+    write_zero_based_svmlight,
+    write_hdf5,
+    write_zarr,
+    write_parquet,
+    write_parquet_shards,
+]
+
+
+def write(writer, folder, digits):
+    X, y = digits
+    w = np.arange(len(y)) % 3 + 1.0  # integer weights, so that they change the fit
+    paths, flags, weights = writer(folder, X, y, w)
+    return [str(p) for p in paths], flags, weights
 
 
 # -- train ------------------------------------------------------------------------------
@@ -88,12 +166,33 @@ def test_train_without_arguments_fits_digits(capsys):
     out = report(capsys.readouterr().out)
     for field in REPORT_FIELDS:
         assert field in out, f"{field!r} missing from the report {sorted(out)}"
+    assert out["data"].startswith("digits") and "1797 rows x 64 features, 10 classes, 920 kB" in out["data"]
     assert out["backend"].startswith("cpu")
     assert out["dtype"] == "float32"
     assert out["solver"] == "lbfgs"
-    assert out["train rows"] == "1437"
+    assert out["train rows"] == "1437" and out["held-out rows"] == "360"
     assert float(out["held-out accuracy"]) > 0.9
     assert int(out["n_iter"]) < 300  # converged before the digits preset's max_iter
+    # Digits are float64: 512 bytes per row read per pass.
+    assert si_value(out["bytes/s"]) / float(out["rows/s"].split()[0]) == pytest.approx(512, rel=0.01)
+
+
+@pytest.mark.parametrize("writer", WRITERS, ids=lambda w: w.__name__[len("write_") :])
+def test_train_reports_the_estimators_held_out_accuracy(tmp_path, digits, writer, capsys):
+    X, y = digits
+    paths, flags, w = write(writer, tmp_path, digits)
+    assert main(["train", *paths, *flags, *FIT_FLAGS]) == 0
+    captured = capsys.readouterr()
+    out = report(captured.out)
+    assert captured.err == ""  # converged: no warning
+    assert "300 rows x 64 features, 10 classes" in out["data"]
+    assert out["train rows"] == "240" and out["held-out rows"] == "60"
+    # The same stratified split, fitted in memory.
+    rows = np.arange(len(y))
+    train, test = (np.sort(r) for r in train_test_split(rows, test_size=0.2, random_state=0, stratify=y))
+    expected = SoftmaxClassifier(**FIT_PARAMS).fit(X[train], y[train], None if w is None else w[train])
+    assert out["held-out accuracy"] == f"{expected.score(X[test], y[test]):.4f}"
+    assert out["n_iter"] == str(expected.n_iter_)
 
 
 def test_train_on_csv_with_header_and_text_labels(tmp_path, digits, capsys):
@@ -130,20 +229,38 @@ def test_train_with_sgd_and_no_held_out_split(capsys):
     assert len(captured.err.strip().splitlines()) == 1
 
 
+def test_train_verbose_shows_the_pass_progress_bar(tmp_path, digits, capsys):
+    paths, flags, _ = write(write_npy, tmp_path, digits)
+    assert main(["train", *paths, *flags, *FIT_FLAGS, "--verbose"]) == 0
+    err = capsys.readouterr().err
+    assert "lbfgs" in err and "pass" in err and "rows/s" in err
+
+
+def test_warm_up_reads_only_the_chunks_that_hold_its_rows(digits, monkeypatch):
+    X, y = digits
+    source = ArraySource(X, y, chunk_rows=30)  # digits run 0, 1, ..., 9: chunk 0 holds every class
+    read = []
+    original = source._read_features
+    monkeypatch.setattr(source, "_read_features", lambda index: read.append(index) or original(index))
+    _warm_up(SoftmaxClassifier(), source, y)
+    assert set(read) == {0}
+
+
 # -- predict ----------------------------------------------------------------------------
 @pytest.mark.parametrize("writer", WRITERS, ids=lambda w: w.__name__[len("write_") :])
-def test_predict_matches_the_model(tmp_path, digits, model_path, model, writer):
+def test_predict_matches_the_model(tmp_path, digits, model_path, model, writer, capsys):
     X, y = digits
-    data, flags = writer(tmp_path, X, y)
+    paths, flags, _ = write(writer, tmp_path, digits)
     out = tmp_path / "pred.npy"
-    assert main(["predict", str(model_path), str(data), "--output", str(out), *flags]) == 0
+    assert main(["predict", str(model_path), *paths, *flags, "--score", "--output", str(out)]) == 0
     np.testing.assert_array_equal(np.load(out), model.predict(X))
+    assert capsys.readouterr().err == f"accuracy: {model.score(X, y):.4f} (300 rows)\n"
 
 
 def test_predict_prints_one_label_per_line(tmp_path, digits, model_path, model, capsys):
     X, y = digits
-    data, _ = write_npy(tmp_path, X, y)
-    assert main(["predict", str(model_path), str(data)]) == 0
+    np.save(tmp_path / "X.npy", X)
+    assert main(["predict", str(model_path), str(tmp_path / "X.npy")]) == 0
     captured = capsys.readouterr()
     assert captured.out.split() == [str(label) for label in model.predict(X)]
     assert captured.err == ""  # unlabelled: no accuracy
@@ -159,21 +276,13 @@ def test_predict_labelled_csv_reports_accuracy(tmp_path, digits, model_path, mod
     assert capsys.readouterr().err == f"accuracy: {model.score(X, y):.4f} (300 rows)\n"
 
 
-def test_predict_npy_with_separate_labels(tmp_path, digits, model_path, capsys):
-    X, y = digits
-    np.save(tmp_path / "X.npy", X)
-    np.save(tmp_path / "y.npy", y)
-    argv = ["predict", str(model_path), str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy")]
-    assert main(argv) == 0
-    assert capsys.readouterr().err.startswith("accuracy: ")
-
-
 @pytest.mark.parametrize("suffix", [".npy", ".csv"])
-def test_predict_proba_output(tmp_path, digits, model_path, model, suffix):
+@pytest.mark.parametrize("writer", [write_npz, write_parquet_shards], ids=["npz", "parquet_shards"])
+def test_predict_proba_output(tmp_path, digits, model_path, model, writer, suffix):
     X, y = digits
-    data, _ = write_npz(tmp_path, X, y)
+    paths, flags, _ = write(writer, tmp_path, digits)
     out = tmp_path / f"proba{suffix}"
-    assert main(["predict", str(model_path), str(data), "--proba", "--output", str(out)]) == 0
+    assert main(["predict", str(model_path), *paths, *flags, "--proba", "--output", str(out)]) == 0
     if suffix == ".npy":
         proba = np.load(out)
     else:
@@ -214,15 +323,67 @@ def missing_file(folder):
     return ["train", str(folder / "absent.csv")], "absent.csv: no such file"
 
 
+def missing_source_file(folder):
+    return ["predict", "{model}", str(folder / "absent.h5")], "absent.h5: no such file"
+
+
+def missing_labels_file(folder):
+    np.save(folder / "X.npy", np.zeros((4, 2)))
+    argv = ["train", str(folder / "X.npy"), "--labels", str(folder / "y.npy")]
+    return argv, "y.npy: no such file (the labels)"
+
+
 def unknown_extension(folder):
+    (folder / "data.txt").write_text("1 2 3\n")
+    return ["train", str(folder / "data.txt")], "unknown data file type '.txt'"
+
+
+def corrupt_parquet(folder):
+    pytest.importorskip("pyarrow")
     (folder / "data.parquet").write_bytes(b"PAR1")
-    return ["train", str(folder / "data.parquet")], "unknown data file type '.parquet'"
+    return ["train", str(folder / "data.parquet")], "data.parquet: cannot be read as Parquet"
+
+
+def nan_in_a_later_chunk(folder):
+    X = np.tile(np.eye(3), (100, 1))
+    X[250, 1] = np.nan
+    write_parquet_table(folder / "d.parquet", X, np.arange(300) % 3)
+    argv = ["train", str(folder / "d.parquet"), "--label-column", "target"]
+    return argv, "d.parquet, chunk 2 (rows 200 to 299): features contain NaN (first in row 250)"
+
+
+def nan_in_a_later_shard(folder):
+    X = np.zeros((150, 64))
+    write_parquet_table(folder / "a.parquet", X, np.zeros(150))
+    X[120, 5] = np.nan
+    write_parquet_table(folder / "b.parquet", X, np.zeros(150))
+    argv = [
+        "predict",
+        "{model}",
+        str(folder / "a.parquet"),
+        str(folder / "b.parquet"),
+        "--label-column",
+        "target",
+    ]
+    return argv, "b.parquet, chunk 1 (rows 100 to 149): features contain NaN (first in row 120)"
 
 
 def wrong_feature_count(folder):
     np.save(folder / "narrow.npy", np.zeros((4, 10)))
     argv = ["predict", "{model}", str(folder / "narrow.npy")]
-    return argv, "has 10 feature columns but the model was fitted on 64"
+    return argv, "narrow.npy has 10 feature columns but the model was fitted on 64"
+
+
+def wrong_feature_count_parquet(folder):
+    write_parquet_table(folder / "wide.parquet", np.zeros((4, 65)), np.zeros(4))
+    argv = ["predict", "{model}", str(folder / "wide.parquet"), "--label-column", "target"]
+    return argv, "wide.parquet has 65 feature columns but the model was fitted on 64"
+
+
+def too_wide_svmlight(folder):
+    (folder / "wide.svm").write_text("0 1:1 70:2\n")
+    argv = ["predict", "{model}", str(folder / "wide.svm")]
+    return argv, "wide.svm, chunk 0 (rows 0 to 0): n_features=64 is too small"
 
 
 def non_numeric_cell(folder):
@@ -243,13 +404,33 @@ def missing_npz_key(folder):
 def label_count_mismatch(folder):
     np.save(folder / "X.npy", np.zeros((4, 2)))
     np.save(folder / "y.npy", np.array([0, 1, 0]))
-    return ["train", str(folder / "X.npy"), "--labels", str(folder / "y.npy")], "3 labels for 4 rows"
+    argv = ["train", str(folder / "X.npy"), "--labels", str(folder / "y.npy")]
+    return argv, "X.npy: labels have shape (3,); expected (4,)"
 
 
 def one_dimensional_features(folder):
     np.save(folder / "X.npy", np.zeros(4))
     np.save(folder / "y.npy", np.array([0, 1, 0, 1]))
-    return ["train", str(folder / "X.npy"), "--labels", str(folder / "y.npy")], "got shape (4,)"
+    argv = ["train", str(folder / "X.npy"), "--labels", str(folder / "y.npy")]
+    return argv, "X.npy: holds an array of shape (4,); expected 2-D"
+
+
+def no_labels(folder):
+    np.save(folder / "X.npy", np.zeros((4, 2)))
+    return ["train", str(folder / "X.npy")], "X.npy: holds no labels; say where they are with --labels"
+
+
+def flag_for_another_format(folder):
+    (folder / "d.csv").write_text("1,2,0\n3,1,1\n")
+    argv = ["train", str(folder / "d.csv"), "--x-key", "features"]
+    return argv, "d.csv: --x-key applies to npz, hdf5, zarr files, not csv"
+
+
+def labels_for_shards(folder):
+    for name in ("a.npy", "b.npy", "y.npy"):
+        np.save(folder / name, np.zeros((2, 2)))
+    argv = ["train", str(folder / "a.npy"), str(folder / "b.npy"), "--labels", str(folder / "y.npy")]
+    return argv, "--labels gives the labels of one .npy file, but DATA names 2 files"
 
 
 def not_a_model(folder):
@@ -269,13 +450,23 @@ def invalid_hyper_parameter(folder):
 BAD_INPUTS = [
     corrupt_npz,
     missing_file,
+    missing_source_file,
+    missing_labels_file,
     unknown_extension,
+    corrupt_parquet,
+    nan_in_a_later_chunk,
+    nan_in_a_later_shard,
     wrong_feature_count,
+    wrong_feature_count_parquet,
+    too_wide_svmlight,
     non_numeric_cell,
     ragged_csv,
     missing_npz_key,
     label_count_mismatch,
     one_dimensional_features,
+    no_labels,
+    flag_for_another_format,
+    labels_for_shards,
     not_a_model,
     bad_test_size,
     invalid_hyper_parameter,
@@ -299,3 +490,12 @@ def test_bad_solver_is_a_usage_error(capsys):
 def test_no_command_is_a_usage_error(capsys):
     assert main([]) == 2
     assert "required" in capsys.readouterr().err
+
+
+def test_missing_optional_reader_is_a_usage_error(tmp_path, model_path, monkeypatch, capsys):
+    (tmp_path / "d.h5").write_bytes(b"")
+    monkeypatch.setitem(sys.modules, "h5py", None)  # import h5py now raises ImportError
+    assert main(["predict", str(model_path), str(tmp_path / "d.h5")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastsoftmax: error: ") and err.count("\n") == 1, err
+    assert "reading HDF5 files needs h5py" in err

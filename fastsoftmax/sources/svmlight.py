@@ -25,7 +25,7 @@ class SvmlightSource(DataSource):
     scans the file once: it counts each piece's rows, keeps the labels and learns
     the width and the index base.  Pieces without data lines are dropped.  Features
     come out as CSR matrices of float64; whole-number labels as integers, as
-    :func:`fastsoftmax.datafiles.read_data` reads them.
+    :func:`fastsoftmax.datafiles.read_data` reads CSV labels.
 
     Parameters
     ----------
@@ -38,8 +38,10 @@ class SvmlightSource(DataSource):
         be zero reads narrower.
     zero_based : bool or "auto", default="auto"
         Whether indices start at 0.  "auto" decides for the whole file as
-        :class:`fastsoftmax.datafiles.ReadOptions` does: one-based unless some index
-        0 appears (or the file holds no index at all).
+        scikit-learn's ``load_svmlight_file`` does: one-based unless some index 0
+        appears (or the file holds no index at all).  A zero-based file whose first
+        feature is always zero then reads shifted by one column; declare
+        ``zero_based=True`` for it (``dump_svmlight_file`` writes zero-based by default).
     chunk_bytes : int, default=64 MiB
         Bytes of text per chunk.
 
