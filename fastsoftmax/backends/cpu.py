@@ -18,6 +18,9 @@ from fastsoftmax.kernels import cpu as kernels
 _X_BLOCK_BYTES = 1 << 20
 _Z_BLOCK_BYTES = 1 << 22
 _MIN_BLOCK_ROWS, _MAX_BLOCK_ROWS = 32, 8192
+# Row ranges per worker thread in a pass, and the fewest rows worth a range of its own.
+_PARTS_PER_THREAD = 4
+_MIN_PART_ROWS = 256
 
 
 class _SingleThreadedBlas:
@@ -187,8 +190,15 @@ class NumpyBackend:
         return int(np.clip(rows, _MIN_BLOCK_ROWS, _MAX_BLOCK_ROWS))
 
     def _map_row_ranges(self, n_rows, fn, pass_first=False):
-        """Run ``fn(lo, hi[, first])`` on contiguous row ranges, one per worker thread."""
-        n_parts = max(1, min(self.n_threads, n_rows // _MIN_BLOCK_ROWS))
+        """Run ``fn(lo, hi[, first])`` on contiguous row ranges, a few per worker thread.
+
+        Several ranges per thread, taken from the pool's queue as threads come free,
+        so that a thread slowed by other work on its core (a data source's reader)
+        takes fewer of them instead of holding the whole pass back.  The ranges depend
+        only on ``n_rows`` and ``n_threads``, so results never depend on timing.
+        """
+        parts_per_thread = _PARTS_PER_THREAD if self.n_threads > 1 else 1
+        n_parts = max(1, min(self.n_threads * parts_per_thread, n_rows // _MIN_PART_ROWS))
         bounds = np.linspace(0, n_rows, n_parts + 1).astype(np.int64)
         args = [
             (int(bounds[k]), int(bounds[k + 1])) + ((k == 0,) if pass_first else ()) for k in range(n_parts)
