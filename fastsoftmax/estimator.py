@@ -71,8 +71,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     classes LogisticRegression fits one weight vector ``w = coef_[1] - coef_[0]``,
     which is the same model at ``C = 2 / (alpha * s)``.
 
-    ``X`` may be a NumPy array, a pandas DataFrame, a SciPy sparse matrix (CSR; CPU
-    backend) or a CuPy array (CUDA backend, where it stays on the device).
+    ``X`` may be a NumPy array, a pandas DataFrame, a SciPy sparse matrix (kept CSR:
+    sparse GEMMs on the CPU, cuSPARSE on the GPU), a CuPy array (CUDA backend, where
+    it stays on the device), or a data source read chunk by chunk (see :meth:`fit`).
 
     Parameters
     ----------
@@ -205,7 +206,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True  # CSR X, on the CPU backend
+        tags.input_tags.sparse = True  # CSR X, on either backend
         return tags
 
     # -- fitting --------------------------------------------------------------------

@@ -33,6 +33,7 @@ from .validation import (
     check_finite,
     check_sample_weight,
     is_device_array,
+    is_device_sparse,
     to_host,
 )
 
@@ -212,8 +213,9 @@ def loss_and_grad(X, y, W, b=None, sample_weight=None, alpha=0.0, backend="auto"
     ----------
     X : array-like or scipy.sparse matrix of shape (n_samples, n_features)
         float32 or float64; the computation runs in X's dtype (other inputs are cast
-        to it); integer X is converted to float64.  Sparse X (CSR) runs on the CPU
-        backend; CuPy X on the CUDA backend stays on the device.
+        to it); integer X is converted to float64.  Sparse X (SciPy, or CuPy's
+        ``cupyx.scipy.sparse``) stays sparse on either backend; CuPy X on the CUDA
+        backend stays on the device.
     y : array-like of int, shape (n_samples,)
         Class indices in ``[0, n_classes)``.
     W : array-like of shape (n_features, n_classes)
@@ -242,7 +244,7 @@ def loss_and_grad(X, y, W, b=None, sample_weight=None, alpha=0.0, backend="auto"
     1.098612 = log(3)
     """
     be = get_backend(backend)
-    X = X if is_device_array(X) or sp.issparse(X) else np.asarray(X)
+    X = X if is_device_array(X) or sp.issparse(X) or is_device_sparse(X) else np.asarray(X)
     W, b, y, sample_weight = (to_host(a) for a in (W, b, y, sample_weight))
     if X.dtype.kind not in "fiub":
         raise TypeError(f"X must hold real numbers, got dtype {X.dtype}")

@@ -17,6 +17,11 @@ def is_device_array(a):
     return hasattr(a, "__cuda_array_interface__")
 
 
+def is_device_sparse(a):
+    """True for CuPy's sparse matrices (``cupyx.scipy.sparse``), which SciPy does not recognise."""
+    return type(a).__module__.startswith("cupyx.scipy.sparse")
+
+
 def to_host(a):
     """A GPU array copied to the host; anything else unchanged (CuPy refuses np.asarray)."""
     return a.get() if is_device_array(a) else a
@@ -35,7 +40,7 @@ def check_dtype(dtype):
 
 def check_finite(a, name):
     """Raise ValueError when ``a`` (dense, sparse or on a GPU) holds NaN or inf."""
-    if sp.issparse(a):  # the stored values; the implicit zeros are finite
+    if sp.issparse(a) or is_device_sparse(a):  # the stored values; the implicit zeros are finite
         a = a.data
     if is_device_array(a):
         import cupy

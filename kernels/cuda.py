@@ -334,7 +334,10 @@ def _launch(warp_kernel, block_kernel, args, stream):
     # (catch_warnings is process-wide state: two threads launching at once could at
     # worst leave the hint silenced for good.)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"Grid size \d+ will likely result in GPU under-util")
+        # The message may start with terminal colour codes (when colorama is installed).
+        warnings.filterwarnings(
+            "ignore", message=r"(?:\x1b\[[0-9;]*m)*Grid size \d+ will likely result in GPU under-util"
+        )
         kernel[grid, BLOCK_THREADS, stream](*(_device_view(a) for a in args))
 
 

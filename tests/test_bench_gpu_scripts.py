@@ -1,15 +1,20 @@
-"""The GPU benchmark scripts (``bench/gpu_ceilings.py``, ``gpu_peers.py``, ``gpu_pass.py``), on the CPU.
+"""The GPU benchmark scripts (``bench/gpu_ceilings.py``, ``gpu_peers.py``, ``gpu_pass.py``,
+``gpu_stream.py``, ``gpu_sanitize.py``), on the CPU.
 
 In scope: the modules import, and ``--help`` works, without CuPy or PyTorch; the flop, byte
 and floor arithmetic gives the numbers documented for W1; ``main()`` without CuPy stops
 with a message naming CuPy; the textbook softmax gradient and the plain CuPy peer are right
-(run with NumPy in CuPy's place); the report copes with every kind of failed row.
-Out of scope: anything measured on a device, which only ``python -m bench.gpu_pass`` on a
-GPU machine can do.  PyTorch is never imported: CuPy and PyTorch are blocked in
+(run with NumPy in CuPy's place); the report copes with every kind of failed row;
+``gpu_stream``'s passes, rates and report on tiny data, on the CPU backend and on the CUDA
+backend in Numba's simulator (where "streamed" and "resident" are the same NumPy arrays);
+``gpu_sanitize``'s reference.
+Out of scope: anything measured on a device, which only ``python -m bench.gpu_pass`` and
+``python -m bench.gpu_stream`` on a GPU machine can do.  PyTorch is never imported: CuPy and PyTorch are blocked in
 ``sys.modules`` whenever a test touches the scripts, so an import of either at module level
 fails the test instead of loading it.
 """
 
+import contextlib
 import doctest
 import importlib
 import pathlib
@@ -57,7 +62,10 @@ def run_blocked(code):
 
 
 def test_modules_import_without_cupy_or_torch():
-    done = run_blocked("import bench.gpu_ceilings, bench.gpu_peers, bench.gpu_pass; print('imported')")
+    done = run_blocked(
+        "import bench.gpu_ceilings, bench.gpu_peers, bench.gpu_pass, bench.gpu_stream, bench.gpu_sanitize; "
+        "print('imported')"
+    )
     assert done.returncode == 0, done.stderr
     assert "imported" in done.stdout
 
@@ -69,6 +77,16 @@ def test_help_works_without_cupy_or_torch():
     )
     assert done.returncode == 0, done.stderr
     for text in ("--workloads", "--repeats", "--output", "--plots", "W1 = 1281167x768x1000"):
+        assert text in done.stdout
+
+
+def test_gpu_stream_help_works_without_cupy_or_torch():
+    done = run_blocked(
+        "import runpy; sys.argv = ['bench.gpu_stream', '--help']; "
+        "runpy.run_module('bench.gpu_stream', run_name='__main__', alter_sys=True)"
+    )
+    assert done.returncode == 0, done.stderr
+    for text in ("--dataset-gib", "--pool-limit-gib", "--features", "--classes", "--repeats", "--output"):
         assert text in done.stdout
 
 
@@ -214,3 +232,110 @@ def test_plots_are_drawn_with_failed_rows(gpu_pass, tmp_path):
     assert [pathlib.Path(p).name for p in paths] == ["gpu_pass_time.png", "gpu_pass_floor_ratio.png"]
     for path in paths:
         assert pathlib.Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- bench.gpu_stream and bench.gpu_sanitize --------------------------------------------------
+@pytest.fixture
+def gpu_stream(blocked):
+    return importlib.import_module("bench.gpu_stream")
+
+
+def test_gpu_stream_main_without_cupy_exits_naming_cupy(gpu_stream):
+    with pytest.raises(SystemExit, match="bench.gpu_stream needs CuPy.*pip install cupy-cuda13x"):
+        gpu_stream.main(["--dataset-gib", "0.01", "--pool-limit-gib", "0.001"])
+
+
+def test_gpu_stream_refuses_a_limit_that_streams_nothing(gpu_stream, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        gpu_stream.main(["--dataset-gib", "1", "--pool-limit-gib", "2"])
+    assert exit_.value.code == 2
+    assert "--pool-limit-gib must be positive and below --dataset-gib" in capsys.readouterr().err
+
+
+def test_gpu_stream_host_dataset_and_workload(gpu_stream):
+    X_flat = gpu_stream.host_dataset(4 * 1000, seed=3, n_threads=3)
+    assert X_flat.dtype == np.float32 and X_flat.size == 1000
+    assert -1 <= X_flat.min() and X_flat.max() < 1 and np.unique(X_flat).size > 990
+    X, y, W, b = gpu_stream.make_workload(X_flat, 7, 4, seed=3)
+    assert X.shape == (142, 7) and np.shares_memory(X, X_flat)
+    assert y.shape == (142,) and set(np.unique(y)) <= {0, 1, 2, 3}
+    assert W.shape == (7, 4) and b.shape == (4,) and W.dtype == b.dtype == np.float32
+
+
+def test_gpu_stream_passes_on_tiny_data(gpu_stream, backend, capsys):
+    """The whole measurement on 8 rows (one simulator block): the three passes, the check, the table."""
+    X, y, W, b = gpu_stream.make_workload(gpu_stream.host_dataset(4 * 8 * 5, seed=4), 5, 3, seed=4)
+    measured = gpu_stream.measure_workload(
+        backend,
+        X,
+        y,
+        W,
+        b,
+        1,
+        cap=contextlib.nullcontext,
+        to_device=backend.resident,
+        is_pinned=lambda a: False,
+    )
+    for run in ("streamed", "staged", "resident"):
+        assert len(measured[run]["times_s"]) == 1 and measured[run]["median_s"] > 0
+        assert measured[run]["pieces"] == 1 and measured[run]["on_host"] and not measured[run]["pinned"]
+    for run in ("streamed", "staged"):
+        assert measured[run]["loss_rel_err"] == measured[run]["dW_max_rel_err"] == 0
+    row = gpu_stream.workload_row(measured, 8, 5, 3, pool_limit=100, pinned_bandwidth=1e9)
+    # Every run had X in host memory: right for the CPU and the simulator, a failure on a GPU.
+    assert row["check_failed"] == "resident: X was on the host without the pool limit"
+    gpu_stream.print_table([row])
+    assert row["check_failed"] in capsys.readouterr().out.splitlines()[1]
+
+
+def measured_run(median_s, on_host, pinned=False, errors=(1e-7, 2e-6, 0.0)):
+    run = {"median_s": median_s, "min_s": median_s, "max_s": median_s, "pieces": 64}
+    run.update(on_host=on_host, pinned=pinned)
+    run.update(zip(("loss_rel_err", "dW_max_rel_err", "db_max_rel_err"), errors))
+    return run
+
+
+def test_gpu_stream_rates_and_verdicts(gpu_stream, capsys):
+    n, d = 2**21, 1024  # 8 GiB of float32
+    good = {
+        "streamed": measured_run(0.2, True, pinned=True),
+        "staged": measured_run(0.4, True),
+        "resident": measured_run(0.01, False),
+    }
+    row = gpu_stream.workload_row(good, n, d, 20, 2 * 2**30, pinned_bandwidth=50e9)
+    assert row["copy_s"] == pytest.approx(2**33 / 50e9)
+    assert row["streamed"]["effective_h2d_gb_per_s"] == pytest.approx(2**33 / 0.2 / 1e9)
+    assert row["streamed"]["ratio_to_pinned"] == pytest.approx(2**33 / 0.2 / 50e9)  # 0.86
+    assert row["staged"]["ratio_to_pinned"] == pytest.approx(2**33 / 0.4 / 50e9)  # 0.43
+    assert row["copy_bound"] and row["meets_target"] and "check_failed" not in row
+    assert row["streamed"]["overlap"] == pytest.approx(row["copy_s"] / 0.2)
+    slow_compute = {**good, "resident": measured_run(0.3, False), "streamed": measured_run(0.33, True)}
+    row2 = gpu_stream.workload_row(slow_compute, n, d, 1000, 2 * 2**30, pinned_bandwidth=50e9)
+    assert not row2["copy_bound"] and row2["streamed"]["overlap"] == pytest.approx(0.3 / 0.33)
+    bad = {
+        **good,
+        "streamed": measured_run(0.2, False),
+        "staged": measured_run(0.4, True, errors=(0, 0.5, 0)),
+    }
+    row3 = gpu_stream.workload_row(bad, n, d, 20, 2 * 2**30, pinned_bandwidth=50e9)
+    assert row3["check_failed"] == (
+        "streamed: X was on the device under the pool limit, so nothing streamed; "
+        "staged: result differs from the resident one by 5.00e-01 (tolerance 0.001)"
+    )
+    gpu_stream.print_table([row, row2])
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].endswith("ok; copy-bound, meets target 0.80")
+    assert out[2].endswith("ok; compute-bound, X not page-locked")
+
+
+def test_gpu_sanitize_reference(blocked):
+    gpu_sanitize = importlib.import_module("bench.gpu_sanitize")
+    X, y, W, b = make_problem(40, 6, 33, np.float32, seed=5, peaked=True)
+    Z = X @ W
+    scale = np.full(40, 1 / 40)
+    row_loss, G, P, log_P = gpu_sanitize.reference(Z, b, y, scale)
+    ref_loss, _, _ = reference_loss_grad(np.eye(40), y, Z.astype(np.float64), b)
+    assert row_loss.sum() == pytest.approx(ref_loss, rel=1e-12)
+    np.testing.assert_allclose(log_P, reference_log_softmax(Z.astype(np.float64) + b), rtol=1e-12)
+    np.testing.assert_allclose(P.sum(axis=1), 1, rtol=1e-12)
+    np.testing.assert_allclose(G.sum(axis=1), 0, atol=1e-15)

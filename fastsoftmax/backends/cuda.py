@@ -11,8 +11,18 @@ with NumPy standing in for CuPy: the GEMMs are NumPy's and the kernels run in th
 simulator.  That is how CI tests this backend; speed means nothing there.
 
 Memory: data sets that fit in the memory budget are copied to the device once and
-stay there; larger ones stay on the host and each chunk is copied when it is used.
-Chunks are sized from the free device memory at the time of the pass.
+stay there; larger ones stay on the host and stream through the device in pieces,
+each copied while the previous one is computed on (:class:`_HostToDevicePipeline`).
+Such a host-resident X has its pages locked (``cudaHostRegister``) for as long as the
+objective holds it, so the copy engine reads it in place at the full PCIe rate;
+pieces from elsewhere (a data source) are first copied into pinned staging buffers
+by host threads.  Chunks are sized from the free device memory at the time of the
+pass, which honours a limit set on CuPy's memory pool.
+
+Sparse X (SciPy CSR, or CuPy's ``cupyx.scipy.sparse`` CSR) stays sparse: on the
+device as cuSPARSE CSR when it fits, else on the host with each piece converted when
+it is used.  ``X @ W`` is then a cuSPARSE SpMM and ``dW += X.T @ G`` a transposed
+one; the row kernels are the dense path's.
 
 Reduced precision, both off by default, each a stated accuracy trade:
 
@@ -31,20 +41,47 @@ Reduced precision, both off by default, each a stated accuracy trade:
 """
 
 import contextlib
+import math
+import os
+import threading
+import weakref
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import scipy.sparse as sp
 
 from .errors import BackendUnavailableError, DeviceMemoryError
 from .probe import cuda_simulated, cuda_unavailable_reason
 
 # Fraction of the free device memory a pass may fill with its per-chunk buffers
-# (logits, row losses, and an X chunk when X streams from the host); the rest is
-# headroom for cuBLAS workspaces and the caller's arrays.
+# (logits, row losses, and the two buffers of X pieces when X streams from the
+# host); the rest is headroom for cuBLAS workspaces and the caller's arrays.
 MEMORY_FRACTION = 0.5
 # Fraction of the free device memory a data set may occupy to be kept resident.
 RESIDENT_FRACTION = 0.6
 # What the simulator pretends is free: small enough that tests exercise chunking.
 SIMULATED_FREE_BYTES = 64 << 20
+# Largest piece of X streamed from the host, in bytes.  The copy of the first piece
+# and the compute on the last overlap with nothing, so a pass over B bytes loses
+# about 2 * STREAM_PIECE_BYTES / B of the overlap (3% for 8 GiB); smaller pieces pay
+# more often for what each costs the host (a Python round trip, a thread-pool
+# dispatch, a few launches: estimated at 0.1 ms) against the 2.4 ms that copying
+# 128 MiB takes at the 55 GB/s of an H100's PCIe 5 link.  With 8 GiB in 64 pieces of
+# page-locked X, a copy-bound pass reached 98% of that rate (bench/gpu_stream.py).
+# Two pinned staging buffers of this size are kept on the host between passes.
+STREAM_PIECE_BYTES = 128 << 20
+# Host threads that fill a pinned staging buffer.  Measured on an H100 machine (a
+# 16-core Xeon VM) against 55 GB/s of pinned host-to-device copies: one thread fills
+# at 5.7 GB/s, 8 at 33 GB/s, 16 at 45 GB/s (32 GB/s while the copy engine reads the
+# other buffer), so every core helps.
+STAGING_THREADS = min(16, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+# Largest share of physical memory a host-resident X may lock (page-lock) for the
+# copy engine; beyond it X streams through the staging buffers, and the rest of the
+# system keeps its pageable memory.
+LOCK_FRACTION = 0.5
+# Below this a piece is copied into its pinned buffer by one thread: splitting it
+# would cost more in dispatch than it saves.
+_PARALLEL_FILL_BYTES = 8 << 20
 # cublasMath_t value from cublas_api.h; CuPy's bindings name only 0 and 1.
 _CUBLAS_TF32_TENSOR_OP_MATH = 3
 
@@ -55,7 +92,7 @@ class CudaBackend:
     Parameters
     ----------
     storage : {None, "float16", "bfloat16"}, default=None
-        Keep training data in 16 bits on the device (see the module docstring).
+        Keep dense training data in 16 bits on the device (see the module docstring).
     tf32 : bool, default=False
         Allow TF32 tensor-core GEMMs for float32 (see the module docstring).
 
@@ -89,10 +126,17 @@ class CudaBackend:
         self._kernels = kernels
         if self.simulated:
             self.xp = np
+            self._sparse = sp  # SciPy's CSR plays the device's
         else:
             import cupy
+            import cupyx.scipy.sparse
 
             self.xp = cupy
+            self._sparse = cupyx.scipy.sparse
+        # Idle host-to-device pipelines: a pass takes one (or makes one, when passes
+        # overlap) and gives it back, so its pinned buffers serve the next pass.
+        self._pipelines = []
+        self._pipelines_lock = threading.Lock()
 
     def __repr__(self):
         return f"CudaBackend(storage={self.storage!r}, tf32={self.tf32})"
@@ -102,8 +146,8 @@ class CudaBackend:
 
     # -- arrays -------------------------------------------------------------------
     def asarray(self, a, dtype=None):
-        if hasattr(a, "tocsr") and not hasattr(a, "__cuda_array_interface__"):
-            raise ValueError("sparse X runs on backend='cpu'; the CUDA backend takes dense X for now")
+        if self._is_sparse(a):
+            return self._device_csr(a, dtype)
         return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
 
     def to_host(self, a):
@@ -114,23 +158,95 @@ class CudaBackend:
     def zeros(self, shape, dtype):
         return self.xp.zeros(shape, dtype=dtype)
 
+    def _is_sparse(self, a):
+        return sp.issparse(a) or self._sparse.issparse(a)
+
+    def _on_device(self, a):
+        """True for a backend array or device CSR; False for host data the pass must stream."""
+        if self.simulated:
+            # NumPy arrays and SciPy matrices play device arrays; anything else (a data
+            # source's features) streams, so its memory is budgeted as on a GPU.
+            return isinstance(a, np.ndarray) or sp.issparse(a)
+        return hasattr(a, "__cuda_array_interface__") or self._sparse.issparse(a)
+
+    def _device_csr(self, a, dtype=None):
+        """``a`` as a CSR matrix on the device (SciPy's under the simulator)."""
+        if self._sparse.issparse(a):
+            a = a.tocsr()
+            return a if dtype is None or a.dtype == dtype else a.astype(dtype)
+        host = sp.csr_matrix(a, dtype=dtype)
+        device = self._sparse.csr_matrix(host)
+        if host.has_canonical_format:
+            # cuSPARSE's products need sorted rows without duplicates; CuPy would find
+            # out with a kernel and a synchronisation per matrix.
+            device.has_canonical_format = True
+        return device
+
     def resident(self, a, dtype=None):
         """Training data on the device if it fits the memory budget, else on the host.
 
-        In the ``storage`` format when one is set.  A host-resident array is copied to
-        the device one chunk at a time by the methods below; the objective's chunking
-        keeps each copy within the budget.
+        Dense data is in the ``storage`` format when one is set; sparse data stays
+        CSR in ``dtype``.  Host-resident data streams to the device piece by piece
+        through :meth:`stream`; the objective's chunking keeps each piece within the
+        budget.  Host-resident dense data comes back as a view whose pages stay
+        locked for the copy engine while it lives (:meth:`_page_locked`).
+
+        Raises
+        ------
+        ValueError
+            For sparse data with ``storage`` set (cuSPARSE has no 16-bit CSR), or
+            float16 storage of values beyond its range.
         """
+        if self._is_sparse(a):
+            if self.storage is not None:
+                raise ValueError(
+                    f"storage={self.storage!r} applies to dense X; cuSPARSE takes float32 or float64 CSR, "
+                    "so pass dense X or use CudaBackend(storage=None)"
+                )
+            if self._on_device(a):
+                return self.asarray(a, dtype)
+            host = sp.csr_matrix(a, dtype=dtype)
+            nbytes = host.data.nbytes + host.indices.nbytes + host.indptr.nbytes
+            return self.asarray(host) if nbytes <= RESIDENT_FRACTION * self._free_bytes() else host
         if hasattr(a, "__cuda_array_interface__") and self.storage is None:
             return self.asarray(a, dtype)
-        if hasattr(a, "tocsr"):
-            return self.asarray(a)  # raises: sparse X is not supported here yet
         host = self._to_storage(
             self.to_host(a) if hasattr(a, "__cuda_array_interface__") else np.asarray(a, dtype)
         )
         if self.simulated or host.nbytes <= RESIDENT_FRACTION * self._free_bytes():
             return self.asarray(host)
-        return np.ascontiguousarray(host)
+        return self._page_locked(np.ascontiguousarray(host))
+
+    def _page_locked(self, X):
+        """A view of host array X whose pages stay locked for the copy engine while it lives; else X.
+
+        Locked (pinned) pages go to the device by DMA, read in place, where pageable
+        ones must first be copied into a pinned staging buffer by host threads.  On
+        the machine measured for ``STAGING_THREADS`` that host copy, not PCIe, bounds
+        a staged pass: copy-bound passes over 8 GiB ran at 98% of the pinned copy
+        rate from page-locked X and at 52% through staging.  Locking costs the driver
+        a walk over X's pages, once per objective: 0.2 to 0.3 s for 8 GiB there.  X
+        is left as it is when it is already pinned, larger than ``LOCK_FRACTION`` of
+        physical memory, or when the driver refuses (a range that overlaps one locked
+        before, say); it then streams through staging.
+        """
+        runtime = self.xp.cuda.runtime
+        ptr = X.ctypes.data
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if (
+            not X.nbytes
+            or X.nbytes > LOCK_FRACTION * physical
+            or self.xp.cuda.pinned_memory.is_memory_pinned(ptr)
+        ):
+            return X
+        try:
+            runtime.hostRegister(ptr, X.nbytes, 0)  # cudaHostRegisterDefault
+        except runtime.CUDARuntimeError:
+            return X
+        view = X.view()
+        # The view keeps X's memory alive, so the pages are unlocked before it is freed.
+        weakref.finalize(view, _unlock_pages, runtime, ptr)
+        return view
 
     def _to_storage(self, X):
         if self.storage == "float16":
@@ -147,7 +263,7 @@ class CudaBackend:
         return X
 
     def _widen(self, X, dtype):
-        """A chunk of X in the model's dtype, from whatever it is stored as."""
+        """A chunk of X on the device in the model's dtype, from whatever it is stored as."""
         X = self.asarray(X)
         if X.dtype == np.uint16:  # bfloat16 bits: they are the top half of a float32
             wide = X.astype(np.uint32)
@@ -156,11 +272,14 @@ class CudaBackend:
         return X if X.dtype == dtype else X.astype(dtype)
 
     def _matmul(self, X, W):
-        """``X @ W``; under TF32 through cublasSgemm, which honours the handle's math mode.
+        """``X @ W`` as a C-ordered array; under TF32 through cublasSgemm.
 
         CuPy's ``@`` calls cublasGemmEx with an explicit CUBLAS_COMPUTE_32F, which the
         math mode may not override; cublasSgemm is what PyTorch's TF32 switch relies on.
         """
+        if self._is_sparse(X):
+            # cuSPARSE's SpMM writes column-major logits; the row kernels read rows.
+            return self.xp.ascontiguousarray(X @ W)
         if self.tf32 and not self.simulated and W.dtype == np.float32:
             from cupy import cublas
 
@@ -169,17 +288,29 @@ class CudaBackend:
 
     # -- memory -------------------------------------------------------------------
     def _free_bytes(self):
+        """Device memory a pass may allocate: free memory plus CuPy's cached blocks, within its pool limit."""
         if self.simulated:
             return SIMULATED_FREE_BYTES
+        pool = self.xp.get_default_memory_pool()
         free, _ = self.xp.cuda.runtime.memGetInfo()
         # Blocks cached by CuPy's pool are free for our purposes too.
-        return free + self.xp.get_default_memory_pool().free_bytes()
+        available = free + pool.free_bytes()
+        limit = pool.get_limit()  # 0: no limit
+        if limit:
+            # The pool refuses to hold more than its limit, cached blocks included,
+            # but frees its cached blocks before it refuses.
+            available = min(available, max(0, limit - pool.used_bytes()))
+        return available
 
     def max_chunk_rows(self, X, n_classes):
         """Rows of ``X`` per chunk that fit the memory budget now.
 
-        Per row a pass needs its logits (``n_classes`` values), its row loss, and,
-        when X is on the host, the row of X copied to the device.
+        Per row a pass needs its logits (``n_classes`` values, twice for sparse X,
+        whose SpMM writes them column-major before they are reordered), its row
+        loss, a widened copy of a 16-bit row, and, when X streams from the host, the
+        row in each of the two device buffers that take turns receiving pieces (one
+        for sparse X, converted piece by piece).  Pieces streamed from the host are
+        also capped at ``STREAM_PIECE_BYTES``.
 
         Raises
         ------
@@ -188,12 +319,18 @@ class CudaBackend:
         """
         n_features = X.shape[1]
         itemsize = 4 if X.dtype.itemsize < 4 else X.dtype.itemsize  # 16-bit X computes in float32
-        streamed = not (self.simulated or hasattr(X, "__cuda_array_interface__"))
-        # Logits, the float64 row loss, the chunk of X when it comes from the host, and
-        # its widened copy when X is stored in 16 bits.
-        per_row = itemsize * n_classes + 8
-        per_row += X.dtype.itemsize * n_features if streamed else 0
+        sparse = self._is_sparse(X)
+        if sparse:
+            # Stored values and their column indices of an average row, and its row pointer.
+            x_row = (X.data.itemsize + X.indices.itemsize) * X.nnz / max(1, X.shape[0]) + X.indptr.itemsize
+        else:
+            x_row = X.dtype.itemsize * n_features
+        streamed = not self._on_device(X)
+        # Logits and the float64 row loss.
+        per_row = (2 if sparse else 1) * itemsize * n_classes + 8
         per_row += itemsize * n_features if X.dtype.itemsize < 4 else 0
+        per_row += (1 if sparse else 2) * x_row if streamed else 0
+        per_row = math.ceil(per_row)
         budget = int(MEMORY_FRACTION * self._free_bytes())
         rows = budget // per_row
         if rows < 1:
@@ -202,11 +339,42 @@ class CudaBackend:
                 f"(n_classes={n_classes}, n_features={n_features}) but only {budget} are available; "
                 "free device memory or use backend='cpu'"
             )
+        if streamed:
+            rows = min(rows, max(1, int(STREAM_PIECE_BYTES // max(x_row, 1))))
         return rows
 
     def stream(self, pieces):
-        for lo, hi, X in pieces:
-            yield lo, hi, self.asarray(X)
+        """Yield ``(lo, hi, X)`` for each ``(lo, hi, X_piece)`` of ``pieces``, with X on the device.
+
+        Device pieces pass through; dense host pieces are copied by a
+        :class:`_HostToDevicePipeline`, the next while the caller computes on this
+        one; sparse host pieces become device CSR one at a time.  A piece stays valid
+        until the next one is taken.  The caller computes on CuPy's current stream.
+        """
+        if self.simulated:
+            # No streams to overlap: NumPy arrays are the device's.
+            for lo, hi, X in pieces:
+                yield lo, hi, self.asarray(X)
+            return
+        with self._pipelines_lock:
+            pipeline = self._pipelines.pop() if self._pipelines else self._new_pipeline()
+        try:
+            yield from pipeline.stream(pieces, self.asarray)
+        finally:
+            with self._pipelines_lock:
+                self._pipelines.append(pipeline)
+
+    def _new_pipeline(self):
+        import cupy
+        import cupyx
+
+        return _HostToDevicePipeline(
+            cupy.cuda,
+            empty_device=lambda nbytes: cupy.empty(nbytes, dtype=cupy.uint8),
+            empty_pinned=lambda nbytes: cupyx.empty_pinned(nbytes, dtype=np.uint8),
+            copy_async=lambda dst, src, stream: dst.set(src, stream=stream),
+            is_pinned=lambda a: cupy.cuda.pinned_memory.is_memory_pinned(a.ctypes.data),
+        )
 
     # -- maths --------------------------------------------------------------------
     def _stream(self):
@@ -259,10 +427,156 @@ class CudaBackend:
         return row_loss.sum(dtype=np.float64)
 
     def _accumulate_xt_g_(self, X, G, dW):
-        """``dW += X.T @ G`` in one GEMM with beta = 1 (no temporary) on the GPU."""
-        if self.simulated:
+        """``dW += X.T @ G``: one GEMM with beta = 1 (no temporary) for dense X on the GPU."""
+        if self.simulated or self._is_sparse(X):
+            # cuSPARSE's transposed SpMM returns a column-major product; adding it is
+            # one pass over dW, small beside the product.
             dW += X.T @ G
             return
         from cupy import cublas
 
         cublas.gemm("T", "N", X, G, out=dW, alpha=1.0, beta=1.0)
+
+
+def _unlock_pages(runtime, ptr):
+    try:
+        runtime.hostUnregister(ptr)
+    except runtime.CUDARuntimeError:
+        pass  # at interpreter exit the CUDA context may be gone, and the pages with it
+
+
+class _HostToDevicePipeline:
+    """Copies host pieces of X to the device while the caller computes on the previous piece.
+
+    Three stages run at once, each on its own resource: host threads fill a pinned
+    (page-locked) staging buffer from the pageable host piece; the copy engine moves
+    a filled staging buffer to a device buffer (``cudaMemcpyAsync`` on a non-blocking
+    stream of its own: only from pinned memory is such a copy asynchronous and at
+    full PCIe rate); the caller computes on CuPy's current stream.  Two staging
+    buffers and two device buffers take turns.  A piece that is pinned already (a
+    page-locked X) skips the staging buffer: the copy engine reads it in place.  With piece ``k`` handed out, piece
+    ``k + 1`` is already filled and its copy queued, so the copy of ``k + 1`` runs
+    during the compute on ``k``, and filling ``k + 2`` runs during the copy of
+    ``k + 1``.  Events order what must not overlap:
+
+    (a) the compute stream waits for piece k's copy before using it;
+    (b) the copy into a device buffer waits for the compute stream to reach the point
+        at which the staging call was made, after all compute on the buffer's
+        previous piece (k - 2) and on any memory CuPy's pool just recycled into a
+        new buffer;
+    (c) the host waits for a staging buffer's previous copy before refilling it.
+
+    The staging buffers, the copy stream and the fill threads are kept between
+    passes (pinning pages costs far more than copying them); device buffers are
+    allocated per pass, so between passes their memory is the pool's, and the chunk
+    sizing of the next pass counts it as free.
+
+    Parameters
+    ----------
+    cuda : module
+        ``cupy.cuda``, or an object with the same ``Stream`` and
+        ``get_current_stream`` (tests pass a fake device).
+    empty_device : callable
+        ``nbytes -> `` a flat uint8 device array.
+    empty_pinned : callable
+        ``nbytes ->`` a flat uint8 NumPy array in pinned memory.
+    copy_async : callable
+        ``(dst, src, stream)``: queue the copy of flat uint8 host array ``src`` into
+        device array ``dst`` (same size) on ``stream``, returning at once.
+    is_pinned : callable
+        ``host array -> bool``: whether its memory is page-locked.
+    n_threads : int, default=STAGING_THREADS
+    """
+
+    def __init__(self, cuda, empty_device, empty_pinned, copy_async, is_pinned, n_threads=STAGING_THREADS):
+        self._cuda = cuda
+        self._empty_device = empty_device
+        self._empty_pinned = empty_pinned
+        self._copy_async = copy_async
+        self._is_pinned = is_pinned
+        self._n_threads = max(1, int(n_threads))
+        self._copy_stream = cuda.Stream(non_blocking=True)
+        self._pinned = [None, None]
+        self._copied = [None, None]  # the event after each staging buffer's last copy
+        self._threads = None
+
+    def stream(self, pieces, to_device):
+        """Yield ``(lo, hi, X)`` with dense host pieces copied here and others by ``to_device``.
+
+        Parameters
+        ----------
+        pieces : iterable of (lo, hi, X_piece)
+        to_device : callable
+            For pieces that are not NumPy arrays: device arrays (returned unchanged)
+            and sparse matrices (converted on the current stream, synchronously: a
+            CSR piece is three arrays whose sizes the host must know anyway).
+        """
+        device = [None, None]  # this pass's device buffers
+        n_staged = 0
+        staged = None  # (lo, hi, X on the device, its copy's event), not yet handed out
+        try:
+            for lo, hi, X in pieces:
+                if isinstance(X, np.ndarray) and X.size:
+                    X_device, copied = self._stage(X, n_staged % 2, device)
+                    n_staged += 1
+                else:
+                    X_device, copied = to_device(X), None
+                handed, staged = staged, (lo, hi, X_device, copied)
+                if handed is not None:
+                    yield self._hand_out(*handed)
+            if staged is not None:
+                last, staged = staged, None
+                yield self._hand_out(*last)
+        finally:
+            if staged is not None and staged[3] is not None:
+                # Closed early with a copy in flight: the device buffer goes back to
+                # CuPy's pool, whose next user on this stream must come after the copy.
+                self._cuda.get_current_stream().wait_event(staged[3])
+
+    def _hand_out(self, lo, hi, X, copied):
+        if copied is not None:
+            self._cuda.get_current_stream().wait_event(copied)  # (a)
+        return lo, hi, X
+
+    def _stage(self, X, slot, device):
+        """Queue the copy of ``X`` into device buffer ``slot``; return the device view and the copy's event.
+
+        The copy goes through staging buffer ``slot``, unless X is pinned already.
+        """
+        nbytes = X.nbytes
+        staged = not (X.flags.c_contiguous and self._is_pinned(X))
+        if staged:
+            if self._copied[slot] is not None:
+                self._copied[slot].synchronize()  # (c)
+            if self._pinned[slot] is None or self._pinned[slot].nbytes < nbytes:
+                self._pinned[slot] = self._empty_pinned(nbytes)
+            src = self._pinned[slot][:nbytes]
+            self._fill(src.view(X.dtype).reshape(X.shape), X)
+        else:
+            src = X.reshape(-1).view(np.uint8)
+        if device[slot] is None or device[slot].nbytes < nbytes:
+            device[slot] = self._empty_device(nbytes)
+        # (b): everything queued on the compute stream so far includes the compute on
+        # this buffer's previous piece, and any use of memory the pool recycled into it.
+        self._copy_stream.wait_event(self._cuda.get_current_stream().record())
+        dst = device[slot][:nbytes]
+        self._copy_async(dst, src, self._copy_stream)
+        copied = self._copy_stream.record()
+        if staged:
+            self._copied[slot] = copied
+        return dst.view(X.dtype).reshape(X.shape), copied
+
+    def _fill(self, dst, src):
+        """``dst[...] = src`` by several threads for large pieces (NumPy copies without the GIL)."""
+        n_parts = min(self._n_threads, len(src)) if src.nbytes >= _PARALLEL_FILL_BYTES else 1
+        if n_parts <= 1:
+            np.copyto(dst, src)
+            return
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(self._n_threads, thread_name_prefix="fastsoftmax-staging")
+        bounds = np.linspace(0, len(src), n_parts + 1).astype(np.int64)
+        parts = [
+            self._threads.submit(np.copyto, dst[lo:hi], src[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])
+        ]
+        for part in parts:
+            part.result()
