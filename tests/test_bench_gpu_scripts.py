@@ -24,6 +24,7 @@ import sys
 import numpy as np
 import pytest
 
+from fastsoftmax.backends import cuda_simulated, get_backend
 from tests.reference import make_problem, max_rel_err, reference_log_softmax, reference_loss_grad, rtol_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -262,8 +263,23 @@ def test_gpu_stream_host_dataset_and_workload(gpu_stream):
     assert W.shape == (7, 4) and b.shape == (4,) and W.dtype == b.dtype == np.float32
 
 
-def test_gpu_stream_passes_on_tiny_data(gpu_stream, backend, capsys):
+@pytest.mark.parametrize(
+    "backend_name",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=[
+                pytest.mark.cuda,
+                # CuPy is blocked here; on a GPU, bench.gpu_stream runs for real instead.
+                pytest.mark.skipif(not cuda_simulated(), reason="the simulator's smoke test"),
+            ],
+        ),
+    ],
+)
+def test_gpu_stream_passes_on_tiny_data(gpu_stream, backend_name, capsys):
     """The whole measurement on 8 rows (one simulator block): the three passes, the check, the table."""
+    backend = get_backend(backend_name)
     X, y, W, b = gpu_stream.make_workload(gpu_stream.host_dataset(4 * 8 * 5, seed=4), 5, 3, seed=4)
     measured = gpu_stream.measure_workload(
         backend,

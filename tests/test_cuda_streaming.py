@@ -444,8 +444,9 @@ def test_csr_is_budgeted_by_its_stored_values(fake_gpu):
     X = sp.random(1000, 50, density=0.1, format="csr", dtype=np.float32, random_state=0)
     backend = fake_gpu(free=100_000)
     # Per row: logits twice (SpMM's column-major ones and their reordered copy), the
-    # row loss, and a converted piece: 5 stored values and their indices, a row pointer.
-    per_row = 2 * 3 * 4 + 8 + (4 + 4) * X.nnz / 1000 + 4
+    # row loss, and two converted pieces (the one computed on and the next): 5 stored
+    # values and their indices, and a row pointer, each.
+    per_row = 2 * 3 * 4 + 8 + 2 * ((4 + 4) * X.nnz / 1000 + 4)
     assert backend.max_chunk_rows(X, 3) == 50_000 // int(np.ceil(per_row))
     on_device = fake_gpu(free=100_000_000).resident(X)
     assert isinstance(on_device, DeviceCSR) and on_device.has_canonical_format

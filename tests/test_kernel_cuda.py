@@ -52,6 +52,19 @@ def rows_for(n_classes, warp_rows=N_ROWS):
     return warp_rows if n_classes <= SMALL_C_MAX else BLOCK_ROWS
 
 
+def on_device(*arrays):
+    """The arrays where the kernels take them: as they are in the simulator, CuPy copies on a GPU."""
+    if SIMULATOR:
+        return arrays
+    import cupy
+
+    return tuple(cupy.asarray(a) for a in arrays)
+
+
+def on_host(*arrays):
+    return tuple(a if isinstance(a, np.ndarray) else a.get() for a in arrays)
+
+
 def run_fused(Z, b, y, scale, loss_dtype=None):
     """The fused kernel on a copy of ``Z``: ``row_loss, G``.
 
@@ -60,10 +73,10 @@ def run_fused(Z, b, y, scale, loss_dtype=None):
     NumPy argument is copied to the fake device and back around the launch, and the
     checks of ``G`` are what shows that the copy back happens.
     """
-    G = Z.copy()
     row_loss = np.full(len(Z), np.nan, dtype=loss_dtype or Z.dtype)
+    G, b, y, scale, row_loss = on_device(Z.copy(), b, y, scale, row_loss)
     assert softmax_xent_grad_(G, b, y, scale, row_loss) is None
-    return row_loss, G
+    return on_host(row_loss, G)
 
 
 def reference_row_loss(Z, b, y, scale):
@@ -73,9 +86,9 @@ def reference_row_loss(Z, b, y, scale):
 
 
 def run_softmax(Z, b, log):
-    out = Z.copy()
+    out, b = on_device(Z.copy(), b)
     assert softmax_(out, b, log=log) is None
-    return out
+    return on_host(out)[0]
 
 
 @pytest.mark.parametrize("n_classes", N_CLASSES)

@@ -308,8 +308,9 @@ class CudaBackend:
         Per row a pass needs its logits (``n_classes`` values, twice for sparse X,
         whose SpMM writes them column-major before they are reordered), its row
         loss, a widened copy of a 16-bit row, and, when X streams from the host, the
-        row in each of the two device buffers that take turns receiving pieces (one
-        for sparse X, converted piece by piece).  Pieces streamed from the host are
+        row in each of the two pieces alive at once on the device (the one computed
+        on and the next one, copied or, for sparse X, converted ahead of it; a GPU
+        run with a capped pool ran out of memory counting one).  Pieces streamed from the host are
         also capped at ``STREAM_PIECE_BYTES``.
 
         Raises
@@ -329,7 +330,7 @@ class CudaBackend:
         # Logits and the float64 row loss.
         per_row = (2 if sparse else 1) * itemsize * n_classes + 8
         per_row += itemsize * n_features if X.dtype.itemsize < 4 else 0
-        per_row += (1 if sparse else 2) * x_row if streamed else 0
+        per_row += 2 * x_row if streamed else 0
         per_row = math.ceil(per_row)
         budget = int(MEMORY_FRACTION * self._free_bytes())
         rows = budget // per_row
