@@ -70,10 +70,11 @@ SIMULATED_FREE_BYTES = 64 << 20
 # page-locked X, a copy-bound pass reached 98% of that rate (bench/gpu_stream.py).
 # Two pinned staging buffers of this size are kept on the host between passes.
 STREAM_PIECE_BYTES = 128 << 20
-# Host threads that fill a pinned staging buffer.  Measured on an H100 machine (a
-# 16-core Xeon VM) against 55 GB/s of pinned host-to-device copies: one thread fills
-# at 5.7 GB/s, 8 at 33 GB/s, 16 at 45 GB/s (32 GB/s while the copy engine reads the
-# other buffer), so every core helps.
+# Host threads that fill a pinned staging buffer.  A one-off diagnostic on the H100
+# machine of bench/results/gpu_h100_2026-11-26 (a 16-core Xeon VM; its output was not
+# kept) against 55 GB/s of pinned host-to-device copies: one thread filled at 5.7 GB/s,
+# 8 at 33 GB/s, 16 at 45 GB/s (32 GB/s while the copy engine read the other buffer),
+# so every core helps.
 STAGING_THREADS = min(16, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 # Largest share of physical memory a host-resident X may lock (page-lock) for the
 # copy engine; beyond it X streams through the staging buffers, and the rest of the
