@@ -9,7 +9,7 @@ CUDA simulator, in a second pytest run (README's test command does both)::
 import numpy as np
 import pytest
 
-from fastsoftmax.backends import cuda_unavailable_reason, get_backend
+from fastsoftmax.backends import cuda_simulated, cuda_unavailable_reason, get_backend
 
 BACKENDS = [
     pytest.param("cpu"),
@@ -26,6 +26,15 @@ BACKENDS = [
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     return get_backend(request.param)
+
+
+@pytest.fixture
+def cupy():
+    """CuPy on a real device; the tests that take it skip in the simulator or without it."""
+    module = pytest.importorskip("cupy")
+    if cuda_simulated():
+        pytest.skip("needs a real GPU")
+    return module
 
 
 @pytest.fixture(params=[np.float32, np.float64], ids=["float32", "float64"])

@@ -113,15 +113,6 @@ def test_not_even_one_row_fitting_is_a_clear_error_and_leaves_the_model(tiny, cu
 
 
 # -- real GPU -------------------------------------------------------------------------
-@pytest.fixture
-def cupy():
-    """CuPy on a real device; the tests that take it skip in the simulator or without it."""
-    module = pytest.importorskip("cupy")
-    if cuda_simulated():
-        pytest.skip("needs a real GPU")
-    return module
-
-
 def _fresh_seed():
     return time.time_ns() % 2**32
 

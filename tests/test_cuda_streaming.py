@@ -25,7 +25,7 @@ import pytest
 import scipy.sparse as sp
 
 from fastsoftmax import SoftmaxObjective, get_backend
-from fastsoftmax.backends import cuda_simulated, cuda_unavailable_reason
+from fastsoftmax.backends import cuda_unavailable_reason
 from fastsoftmax.backends.cuda import _HostToDevicePipeline
 from tests.reference import make_problem, max_rel_err, rtol_for
 
@@ -468,15 +468,6 @@ def test_stream_yields_every_piece_on_the_backend():
 
 
 # -- real GPU ---------------------------------------------------------------------------------
-@pytest.fixture
-def cupy():
-    """CuPy on a real device; the tests that take it skip in the simulator or without it."""
-    module = pytest.importorskip("cupy")
-    if cuda_simulated():
-        pytest.skip("needs a real GPU")
-    return module
-
-
 @pytest.fixture
 def pool_limit(cupy):
     """``limit(headroom)`` caps CuPy's pool at what is in use now plus ``headroom`` bytes, for the test."""

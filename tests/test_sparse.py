@@ -13,7 +13,7 @@ import pytest
 import scipy.sparse as sp
 
 from fastsoftmax import SoftmaxClassifier, SoftmaxObjective, get_backend, loss_and_grad
-from fastsoftmax.backends import cuda_simulated, cuda_unavailable_reason
+from fastsoftmax.backends import cuda_unavailable_reason
 from tests.reference import make_problem, max_rel_err, rtol_for
 
 
@@ -131,15 +131,6 @@ def test_cuda_16_bit_storage_refuses_csr_clearly():
     X, _, _, _ = tiny_sparse_problem(seed=7)
     with pytest.raises(ValueError, match="storage='bfloat16' applies to dense X"):
         CudaBackend(storage="bfloat16").resident(sp.csr_matrix(X))
-
-
-@pytest.fixture
-def cupy():
-    """CuPy on a real device; the tests that take it skip in the simulator or without it."""
-    module = pytest.importorskip("cupy")
-    if cuda_simulated():
-        pytest.skip("needs a real GPU")
-    return module
 
 
 @pytest.mark.gpu
