@@ -28,11 +28,11 @@ def cuda_unavailable_reason():
         from numba import cuda
     except Exception as exc:
         return f"numba.cuda is not importable ({type(exc).__name__}: {exc}); install numba-cuda"
+    if cuda_simulated():
+        return None  # the simulator compiles nothing; a clash would fail its tests loudly
     clash = _numpy_clash()
     if clash is not None:
         return clash
-    if cuda_simulated():
-        return None
     try:
         import cupy  # noqa: F401
     except Exception as exc:  # ImportError, or a CUDA library that fails to load
