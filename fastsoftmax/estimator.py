@@ -417,10 +417,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         train_rows, val_rows = train_test_split(
             np.arange(len(y_idx)), test_size=self.validation_fraction, random_state=rng, stratify=stratify
         )
-        return tuple(
-            self._objective(backend, X, y_idx, sw, n_classes, rows=np.sort(rows))
-            for rows in (train_rows, val_rows)
-        )
+        train = self._objective(backend, X, y_idx, sw, n_classes, rows=np.sort(train_rows))
+        validation = self._objective(backend, X, y_idx, sw, n_classes, rows=np.sort(val_rows))
+        validation.verbose = 0  # its passes are short and per epoch: no bar of their own
+        return train, validation
 
     def _objective(self, backend, X, y_idx, sw, n_classes, rows=None):
         """The objective over ``X`` (or its ``rows``): in-memory X on the backend, sources streamed."""
@@ -451,7 +451,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 "or pass y for .npy and array sources",
                 source.name,
             )
-        self._check_source_width(source, reset)
+        self._check_source_columns(source, reset)
         if reset:
             self.n_features_in_ = source.n_features
             if source.feature_names is not None:
@@ -460,12 +460,24 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 self.__dict__.pop("feature_names_in_", None)
         return SourceFeatures(source, dtype), labels, weights
 
-    def _check_source_width(self, source, reset):
-        if not reset and source.n_features != self.n_features_in_:
+    def _check_source_columns(self, source, reset):
+        """A source's columns against the fitted ones: their count, and their names when both have names."""
+        if reset:
+            return
+        if source.n_features != self.n_features_in_:
             raise ValueError(
                 f"{source.name}: has {source.n_features} features, but SoftmaxClassifier is expecting "
                 f"{self.n_features_in_} features as input."
             )
+        fitted = getattr(self, "feature_names_in_", None)
+        if fitted is not None and source.feature_names is not None:
+            names = np.asarray(source.feature_names, dtype=object)
+            if not np.array_equal(names, fitted):
+                column = int(np.flatnonzero(names != fitted)[0])
+                raise ValueError(
+                    f"{source.name}: column {column} is {names[column]!r} but the model was fitted with "
+                    f"{fitted[column]!r} there; the feature names must match those seen in fit, in order"
+                )
 
     def _new_minibatch_state(self, rng):
         if self.solver == "sgd":
@@ -548,7 +560,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         if _streams(X):
             check_is_fitted(self, "coef_")
             source = open_source(X)
-            self._check_source_width(source, reset=False)
+            self._check_source_columns(source, reset=False)
             X = SourceFeatures(source, self.coef_.dtype)
         else:
             X = self._check_predict_input(X)

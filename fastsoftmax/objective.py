@@ -131,9 +131,9 @@ class SoftmaxObjective:
         if rows is None:
             pieces = self.backend.stream(row_chunks(self.X, self._step()))
             loss = 0.0
-            with PassProgress(
-                self.n_samples, self._bytes_per_row(), self.verbose > 0 and self.streamed
-            ) as bar:
+            # A bar for passes over a source (in-memory passes are too quick to watch).
+            bytes_per_row = self.X.bytes_per_row if self.streamed else 0
+            with PassProgress(self.n_samples, bytes_per_row, self.verbose > 0 and self.streamed) as bar:
                 for lo, hi, X in pieces:
                     loss += self.backend.loss_grad_accumulate_(
                         X, self.y[lo:hi], self.scale[lo:hi], W, b, dW, db
@@ -180,15 +180,16 @@ class SoftmaxObjective:
                 yield Minibatch(*self._take(np.sort(order[start : start + batch_size])))
             return
         chunk_order = rng.permutation(self.X.n_chunks) if shuffle else range(self.X.n_chunks)
-        step = self._step()
-        with PassProgress(self.n_samples, self._bytes_per_row(), self.verbose > 1) as bar:
-            for lo, hi, X in self.backend.stream(row_chunks(self.X, step, chunk_order)):
+        with PassProgress(self.n_samples, self.X.bytes_per_row, self.verbose > 1) as bar:
+            # Batches are drawn per source chunk, on the host, so that they depend on
+            # the source and the seed alone (not on device memory, which sizes pieces).
+            for lo, hi, X in self.X.chunks(chunk_order):
                 local = rng.permutation(hi - lo) if shuffle else np.arange(hi - lo)
                 for start in range(0, hi - lo, batch_size):
                     picked = np.sort(local[start : start + batch_size])
-                    on_backend = self.backend.asarray(picked)
                     positions = self.backend.asarray(picked + lo)
-                    yield Minibatch(X[on_backend], self.y[positions], self.sample_weight[positions])
+                    X_batch = self.backend.asarray(X[picked])
+                    yield Minibatch(X_batch, self.y[positions], self.sample_weight[positions])
                 bar.update(hi - lo)
 
     def _take(self, rows):
@@ -196,11 +197,6 @@ class SoftmaxObjective:
         on_backend = self.backend.asarray(rows)
         X = self.X[on_backend if is_device_array(self.X) else rows]
         return X, self.y[on_backend], self.sample_weight[on_backend]
-
-    def _bytes_per_row(self):
-        if self.streamed:
-            return self.X.bytes_per_row
-        return self.X.shape[1] * self.X.dtype.itemsize
 
 
 def loss_and_grad(X, y, W, b=None, sample_weight=None, alpha=0.0, backend="auto"):

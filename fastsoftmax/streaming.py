@@ -36,6 +36,11 @@ class SourceFeatures:
         return self.source.n_chunks
 
     @property
+    def sparse(self):
+        """True when the source's chunks are CSR matrices."""
+        return self.source.sparse
+
+    @property
     def bytes_per_row(self):
         return self.source.nbytes / max(1, self.source.n_samples)
 

@@ -15,7 +15,7 @@ from sklearn.model_selection import train_test_split
 
 from fastsoftmax import SoftmaxClassifier, __version__
 from fastsoftmax.cli import _warm_up, main
-from fastsoftmax.sources import ArraySource
+from fastsoftmax.sources import NpySource
 
 REPORT_FIELDS = (
     "data",
@@ -236,12 +236,17 @@ def test_train_verbose_shows_the_pass_progress_bar(tmp_path, digits, capsys):
     assert "lbfgs" in err and "pass" in err and "rows/s" in err
 
 
-def test_warm_up_reads_only_the_chunks_that_hold_its_rows(digits, monkeypatch):
+def test_warm_up_reads_only_the_chunks_that_hold_its_rows(digits, monkeypatch, tmp_path):
     X, y = digits
-    source = ArraySource(X, y, chunk_rows=30)  # digits run 0, 1, ..., 9: chunk 0 holds every class
+    np.save(tmp_path / "X.npy", X)
+    source = NpySource(
+        tmp_path / "X.npy", y, chunk_rows=30
+    )  # digits run 0, 1, ..., 9: chunk 0 holds every class
     read = []
     original = source._read_features
-    monkeypatch.setattr(source, "_read_features", lambda index: read.append(index) or original(index))
+    monkeypatch.setattr(
+        source, "_read_features", lambda index, out=None: read.append(index) or original(index, out)
+    )
     _warm_up(SoftmaxClassifier(), source, y)
     assert set(read) == {0}
 

@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 
 import fastsoftmax.progress
-from fastsoftmax import SoftmaxClassifier
+from fastsoftmax import SoftmaxClassifier, get_backend
+from fastsoftmax.backends import cuda_unavailable_reason
 from fastsoftmax.sources import ArraySource, DataSource, DataSourceError, NpySource
+from fastsoftmax.streaming import SourceFeatures
 from tests.conftest import BACKENDS
 
 N_SAMPLES, N_FEATURES, N_CLASSES = 600, 9, 4
@@ -274,3 +276,46 @@ def test_verbose_shows_rows_and_bytes_per_second(capsys, monkeypatch, npy_proble
 
 def test_a_source_is_a_data_source():
     assert isinstance(ArraySource(np.ones((2, 2))), DataSource)
+
+
+def test_minibatches_do_not_depend_on_how_the_backend_sizes_its_pieces(monkeypatch):
+    # On the GPU, pieces are sized from free device memory; batches must not be.  A
+    # batch cut into pieces sums in another order (float64 rounding, ~1e-16 per step);
+    # different batches would move the coefficients by ~1e-2.
+    X, y, _ = problem(5)
+    params = dict(solver="sgd", max_iter=2, random_state=1, n_iter_no_change=100, dtype="float64")
+    with pytest.warns(Warning, match="did not converge"):
+        reference = SoftmaxClassifier(**params).fit(ArraySource(X, y, chunk_rows=64))
+    backend = get_backend("cpu")
+    monkeypatch.setattr(type(backend), "max_chunk_rows", lambda self, X, n_classes: 7)
+    with pytest.warns(Warning, match="did not converge"):
+        small_pieces = SoftmaxClassifier(**params).fit(ArraySource(X, y, chunk_rows=64))
+    np.testing.assert_allclose(small_pieces.coef_, reference.coef_, rtol=1e-10, atol=1e-13)
+
+
+def test_predicting_on_a_source_with_other_column_names_is_refused():
+    X, y, _ = problem(6)
+
+    class Named(ArraySource):
+        def __init__(self, X, y=None, names=()):
+            super().__init__(X, y, chunk_rows=100)
+            self.feature_names = np.array(names)
+
+    names = [f"f{j}" for j in range(N_FEATURES)]
+    model = SoftmaxClassifier().fit(Named(X, y, names))
+    np.testing.assert_array_equal(model.feature_names_in_, names)
+    with pytest.raises(ValueError, match=r"column 0 is 'f8' but the model was fitted with 'f0' there"):
+        model.predict(Named(X, names=names[::-1]))
+    assert model.predict(Named(X, names=names)).shape == (len(y),)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(cuda_unavailable_reason() is not None, reason=cuda_unavailable_reason() or "")
+def test_a_sparse_source_is_budgeted_by_its_stored_values_on_the_cuda_backend():
+    import scipy.sparse as sp
+
+    X = sp.random(1000, 200_000, density=1e-4, format="csr", dtype=np.float64, random_state=0)
+    backend = get_backend("cuda")
+    rows = backend.max_chunk_rows(SourceFeatures(ArraySource(X), np.float64), 3)
+    dense_rows = backend.max_chunk_rows(SourceFeatures(ArraySource(np.zeros((10, 200_000))), np.float64), 3)
+    assert rows > 1000 * dense_rows  # 20 stored values a row, not 200,000

@@ -78,12 +78,13 @@ def _matmul_into(A, B, out):
 class NumpyBackend:
     """CPU backend on NumPy arrays (and SciPy CSR matrices for X).
 
-    One pass splits the rows into ``n_threads`` contiguous ranges, one per worker
-    thread.  Each worker walks its range in cache-sized blocks: ``Z = X_b @ W``
-    (single-threaded BLAS), the fused row kernel turns ``Z`` into ``G`` in place,
-    then ``dW_t += X_b.T @ G`` while ``X_b`` is still in cache.  Workers keep their
-    own ``dW_t``, ``db_t``; the sum over workers is taken in a fixed order, so a
-    result depends only on the data and ``n_threads``, never on timing.
+    One pass splits the rows into contiguous ranges, up to four per worker thread
+    (taken from the pool's queue as threads come free).  Each range is walked in
+    cache-sized blocks: ``Z = X_b @ W`` (single-threaded BLAS), the fused row kernel
+    turns ``Z`` into ``G`` in place, then ``dW_t += X_b.T @ G`` while ``X_b`` is
+    still in cache.  Each range keeps its own ``dW_t``, ``db_t``; their sum is taken
+    in a fixed order, so a result depends only on the data and ``n_threads``, never
+    on timing.
 
     Parameters
     ----------
@@ -197,8 +198,13 @@ class NumpyBackend:
         takes fewer of them instead of holding the whole pass back.  The ranges depend
         only on ``n_rows`` and ``n_threads``, so results never depend on timing.
         """
-        parts_per_thread = _PARTS_PER_THREAD if self.n_threads > 1 else 1
-        n_parts = max(1, min(self.n_threads * parts_per_thread, n_rows // _MIN_PART_ROWS))
+        # One range per thread down to small calls (a minibatch), several per
+        # thread when the rows allow.
+        one_each = min(self.n_threads, n_rows // _MIN_BLOCK_ROWS)
+        several = (
+            min(self.n_threads * _PARTS_PER_THREAD, n_rows // _MIN_PART_ROWS) if self.n_threads > 1 else 1
+        )
+        n_parts = max(1, one_each, several)
         bounds = np.linspace(0, n_rows, n_parts + 1).astype(np.int64)
         args = [
             (int(bounds[k]), int(bounds[k + 1])) + ((k == 0,) if pass_first else ()) for k in range(n_parts)

@@ -321,10 +321,13 @@ class CudaBackend:
         """
         n_features = X.shape[1]
         itemsize = 4 if X.dtype.itemsize < 4 else X.dtype.itemsize  # 16-bit X computes in float32
-        sparse = self._is_sparse(X)
-        if sparse:
+        sparse = self._is_sparse(X) or getattr(X, "sparse", False)  # a CSR matrix, or a sparse source
+        if self._is_sparse(X):
             # Stored values and their column indices of an average row, and its row pointer.
             x_row = (X.data.itemsize + X.indices.itemsize) * X.nnz / max(1, X.shape[0]) + X.indptr.itemsize
+        elif sparse:
+            # A source's bytes per row, as stored (values and indices), and a row pointer.
+            x_row = X.bytes_per_row + 8
         else:
             x_row = X.dtype.itemsize * n_features
         streamed = not self._on_device(X)

@@ -1,8 +1,10 @@
 """The epoch loop shared by the minibatch solvers (SGD and Adam).
 
 Each epoch visits every training row once, in minibatches of ``batch_size`` rows
-drawn from a fresh permutation of the rows (from the solver's own random generator,
-so a fixed ``random_state`` reproduces a fit exactly).  The stopping rule is
+drawn from a fresh permutation of the rows, or, for data streamed from a source, of
+the source's chunks and of the rows within each chunk (``SoftmaxObjective.minibatches``;
+from the solver's own random generator, so a fixed ``random_state`` reproduces a fit
+exactly).  The stopping rule is
 scikit-learn's MLP rule: a score (the epoch's mean training loss, or the validation
 loss with early stopping) that fails to improve by ``tol`` for ``n_iter_no_change``
 consecutive epochs ends the fit -- or, with the "adaptive" schedule, divides the

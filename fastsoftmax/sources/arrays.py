@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from ..validation import to_host
 from .base import DataSource, DataSourceError, chunk_bounds, rows_for_bytes
 
 
@@ -26,8 +27,9 @@ class ArraySource(DataSource):
     sample_weight : array-like of shape (n_samples,), optional
     chunk_rows : int, optional
         Rows per chunk; by default about 64 MiB of features.
-    name : str, default="array"
-        What error messages call this data.
+    name : str, optional
+        What error messages call this data; by default the file of a memory map,
+        else "array".
 
     Examples
     --------
@@ -38,14 +40,15 @@ class ArraySource(DataSource):
     [4, 4, 2]
     """
 
-    def __init__(self, X, y=None, sample_weight=None, *, chunk_rows=None, name="array"):
-        self.name = name
+    def __init__(self, X, y=None, sample_weight=None, *, chunk_rows=None, name=None):
         self._file = _NpyFile.from_memmap(X) if isinstance(X, np.memmap) else None
+        self.name = name or (self._file.path if self._file is not None else "array")
         if self._file is None:
             X = X.tocsr() if sp.issparse(X) else np.asarray(X)
         if X.ndim != 2:
             raise DataSourceError(f"{name}: X must be 2-D (n_samples, n_features), got shape {X.shape}", name)
         self._X = X
+        self.sparse = sp.issparse(X)
         self.n_samples, self.n_features = X.shape
         itemsize = X.dtype.itemsize
         if sp.issparse(X):  # stored values and their column indices, per average row
@@ -63,6 +66,21 @@ class ArraySource(DataSource):
     @property
     def reads_into_buffers(self):
         return self._file is not None
+
+    def subset(self, rows):
+        """Rows of in-memory arrays as a new ArraySource (a copy, read like any array);
+        of a memory map, a :class:`~fastsoftmax.sources.base.RowSubset` (never copied)."""
+        if self._file is not None:
+            return super().subset(rows)
+        y, sample_weight = self._read_targets()
+        rows = np.asarray(rows, dtype=np.int64)
+        return ArraySource(
+            self._X[rows],
+            None if y is None else y[rows],
+            None if sample_weight is None else sample_weight[rows],
+            chunk_rows=self.bounds[0][1] - self.bounds[0][0] if self.bounds else None,
+            name=self.name,
+        )
 
     @property
     def stored_dtype(self):
@@ -204,9 +222,7 @@ def _read_npy_header(path):
 
 
 def _as_vector(a):
-    if a is None:
-        return None
-    return np.asarray(a.get() if hasattr(a, "__cuda_array_interface__") else a)
+    return None if a is None else np.asarray(to_host(a))
 
 
 def _load_vector(a, what):

@@ -71,6 +71,7 @@ class ConcatSource(DataSource):
         shown = ", ".join(names[:3] + (["..."] if len(names) > 3 else []))
         self.name = f"{len(names)} file{'s' if len(names) > 1 else ''} ({shown})"
         self.n_features = first.n_features
+        self.sparse = any(s.sparse for s in self.sources)
         self.feature_names = next(
             (s.feature_names for s in self.sources if s.feature_names is not None), None
         )

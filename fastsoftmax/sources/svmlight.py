@@ -75,6 +75,8 @@ class SvmlightSource(DataSource):
     array([1, 0, 1])
     """
 
+    sparse = True
+
     def __init__(self, path, *, n_features=None, zero_based="auto", chunk_bytes=DEFAULT_CHUNK_BYTES):
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path}: no such file")
