@@ -22,7 +22,6 @@ import json
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ from fastsoftmax.sources import ArraySource, NpySource
 from fastsoftmax.streaming import SourceFeatures
 
 from . import machine
+from .cpu_pass import time_runs
 
 
 def write_dataset(path, n, d, seed=0):
@@ -44,12 +44,7 @@ def write_dataset(path, n, d, seed=0):
 
 
 def median_seconds(fn, repeats):
-    fn()  # warm-up: kernels, thread pools, the page cache
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+    times = time_runs(fn, repeats)
     return statistics.median(times), times
 
 

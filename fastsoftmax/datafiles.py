@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .sources import ArraySource
+from .validation import integral_labels
 
 SUFFIXES = (".csv", ".npz")
 
@@ -100,13 +101,6 @@ def read_data(path, *, labelled, features="X", label=None, weight=None, header=N
     return ArraySource(X, y, sample_weight, name=str(path))
 
 
-def _integral_labels(y):
-    """Turn float labels that are all whole numbers into int64, so classes print as 3, not 3.0."""
-    if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
-        return y.astype(np.int64)
-    return y
-
-
 # -- .npz ------------------------------------------------------------------------------
 def _read_npz(path, features, label, weight):
     # np.load falls back to unpickling for anything that is neither .npy nor a zip,
@@ -147,7 +141,7 @@ def _read_csv(path, labelled, label_column, header):
     if label_index is None:
         return table, None
     X = np.delete(table, label_index, axis=1)
-    return X, _integral_labels(table[:, label_index])
+    return X, integral_labels(table[:, label_index])
 
 
 def _csv_head(path, n_rows):
@@ -245,6 +239,6 @@ def _csv_slow(path, skip_rows, n_columns, label_index, names):
 def _labels_from_text(labels):
     """Labels as int64 when every one is a whole number, float64 when numeric, else strings."""
     try:
-        return _integral_labels(np.array(labels, dtype=np.float64))
+        return integral_labels(np.array(labels, dtype=np.float64))
     except ValueError:
         return np.array(labels, dtype=str)

@@ -106,3 +106,10 @@ def check_class_indices(y, n_classes, n_samples):
             f"y holds the class index {bad}, outside [0, {n_classes}) for W with {n_classes} columns"
         )
     return y.astype(np.intp, copy=False)
+
+
+def integral_labels(y):
+    """Float labels that are all whole numbers as int64 (so classes print as 3, not 3.0); others unchanged."""
+    if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        return y.astype(np.int64)
+    return y

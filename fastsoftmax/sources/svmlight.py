@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from ..datafiles import _integral_labels
+from ..validation import integral_labels
 from .base import DEFAULT_CHUNK_BYTES, DataSource, DataSourceError
 
 # Columns claimed while scanning, before the file's width is known: scikit-learn
@@ -119,7 +119,7 @@ class SvmlightSource(DataSource):
         if not self.bounds:
             raise DataSourceError(f"{self.name}: holds no data rows", self.name)
         self.n_samples = self.bounds[-1][1]
-        self._y = _integral_labels(np.concatenate(labels))
+        self._y = integral_labels(np.concatenate(labels))
 
         # scikit-learn's rule on a whole file: one-based when indices appear and none is 0.
         indexed = [i for i, low in enumerate(lowest) if low >= 0]
