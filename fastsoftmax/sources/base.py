@@ -104,9 +104,14 @@ class DataSource(ABC):
     sparse = False  # True for sources whose chunks are CSR matrices
 
     # -- what a format implements ------------------------------------------------
-    @abstractmethod
     def _read_features(self, index):
-        """Features of chunk ``index`` as read: a 2-D array or a sparse matrix."""
+        """Features of chunk ``index`` as read: a 2-D array or a sparse matrix.
+
+        Every file format implements this; sources made of other sources (subsets,
+        shards) override :meth:`read_features` instead, so that the source holding
+        the chunk reads and checks it and its errors name that source.
+        """
+        raise NotImplementedError
 
     @abstractmethod
     def _read_targets(self):
@@ -397,6 +402,16 @@ class OpenFileSource(DataSource):
         self._lock = threading.Lock()
         self._handle = None
 
+    def _open(self):
+        """The file, opened for reading; a DataSourceError naming the path if it cannot be."""
+        raise NotImplementedError
+
+    def _opened(self):
+        """The open file (opened on first use); call with the lock held."""
+        if self._handle is None:
+            self._handle = self._open()
+        return self._handle
+
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_handle"] = None
@@ -440,10 +455,6 @@ class RowSubset(DataSource):
     @property
     def nbytes(self):
         return int(self.parent.nbytes * self.n_samples / max(1, self.parent.n_samples))
-
-    def _read_features(self, index):
-        parent_index, local = self._parts[index]
-        return self.parent.read_features(parent_index)[local]
 
     def read_features(self, index, dtype=None):
         # The parent checks its chunk (naming its own file and rows); selecting rows

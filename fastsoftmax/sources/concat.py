@@ -99,10 +99,6 @@ class ConcatSource(DataSource):
                 f"{exc} [chunk {index} (rows {start} to {stop - 1}) of {self.name}]", exc.source, exc.chunk
             ) from exc
 
-    def _read_features(self, index):
-        i, local = self._owners[index]
-        return self.sources[i]._read_features(local)
-
     def _read_targets(self):
         targets = [source.targets() for source in self.sources]
         unlabelled = [s.name for s, (y, _) in zip(self.sources, targets) if y is None]

@@ -72,10 +72,6 @@ class _ArrayStoreSource(OpenFileSource):
         self.bounds = chunk_bounds(self.n_samples, chunk_rows)
 
     # -- what a format implements --------------------------------------------------
-    def _open(self):
-        """The container, opened for reading; a DataSourceError naming the path if it cannot be."""
-        raise NotImplementedError
-
     def _is_array(self, node):
         return True
 
@@ -91,16 +87,10 @@ class _ArrayStoreSource(OpenFileSource):
     def nbytes(self):
         return self.n_samples * self.n_features * self._itemsize
 
-    def _container(self):
-        """The open container (opened on first use); call with the lock held."""
-        if self._handle is None:
-            self._handle = self._open()
-        return self._handle
-
     def _find(self, name, what):
         """The array called ``name``, or None when the container has nothing of that name."""
         try:
-            node = self._container()[name]
+            node = self._opened()[name]
         except KeyError:
             return None
         if not self._is_array(node):
@@ -108,21 +98,21 @@ class _ArrayStoreSource(OpenFileSource):
         return node
 
     def _members(self):
-        names = sorted(self._container().keys())
+        names = sorted(self._opened().keys())
         return names if len(names) <= 10 else names[:10] + ["..."]
 
     def _read_features(self, index):
         start, stop = self.bounds[index]
         try:
             with self._lock:
-                return self._container()[self._features][start:stop]
+                return self._opened()[self._features][start:stop]
         except self.read_errors as exc:
             raise self.error(f"cannot read the features: {type(exc).__name__}: {exc}", index) from None
 
     def _read_targets(self):
         try:
             with self._lock:
-                store = self._container()
+                store = self._opened()
                 y = self._read_vector(store[self._label]) if self._has_label else None
                 sample_weight = None if self._weight is None else self._read_vector(store[self._weight])
         except self.read_errors as exc:

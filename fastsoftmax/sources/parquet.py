@@ -64,7 +64,7 @@ class ParquetSource(OpenFileSource):
             raise FileNotFoundError(f"{path}: no such file")
         self.name = str(path)
         self._init_handle()
-        schema = self._file().schema_arrow
+        schema = self._opened().schema_arrow
         names = list(schema.names)
         self._label = label if label is not None and label in names else None
         if weight is not None and weight not in names:
@@ -101,7 +101,7 @@ class ParquetSource(OpenFileSource):
         self._features = features
         self._dtype = np.result_type(*dtypes)
         self.feature_names = np.array(features, dtype=object)
-        metadata = self._file().metadata
+        metadata = self._opened().metadata
         self.n_samples, self.n_features = int(metadata.num_rows), len(features)
         self._row_groups, self.bounds, start = [], [], 0
         for group in range(metadata.num_row_groups):
@@ -116,21 +116,19 @@ class ParquetSource(OpenFileSource):
         """Bytes of the decoded feature columns (what a pass hands over, not the compressed file)."""
         return self.n_samples * self.n_features * self._dtype.itemsize
 
-    def _file(self):
-        if self._handle is None:
-            pq = _import_pyarrow()[1]
-            try:
-                self._handle = pq.ParquetFile(self.name)
-            except (OSError, ValueError, _import_pyarrow()[0].ArrowException) as exc:
-                raise DataSourceError(f"{self.name}: cannot be read as Parquet ({exc})", self.name) from None
-        return self._handle
+    def _open(self):
+        pa, pq = _import_pyarrow()
+        try:
+            return pq.ParquetFile(self.name)
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise DataSourceError(f"{self.name}: cannot be read as Parquet ({exc})", self.name) from None
 
     def _read_features(self, index):
         pa = _import_pyarrow()[0]
         start, stop = self.bounds[index]
         try:
             with self._lock:
-                table = self._file().read_row_group(self._row_groups[index], columns=self._features)
+                table = self._opened().read_row_group(self._row_groups[index], columns=self._features)
         except pa.ArrowException as exc:  # corrupt pages; some are not OSError or ValueError
             raise self.error(f"cannot read the features: {exc}", index) from None
         if table.num_rows != stop - start:
@@ -151,7 +149,7 @@ class ParquetSource(OpenFileSource):
         pa = _import_pyarrow()[0]
         try:
             with self._lock:
-                table = self._file().read(columns=columns)
+                table = self._opened().read(columns=columns)
         except pa.ArrowException as exc:
             raise self.error(f"cannot read the labels: {exc}") from None
         y = None if self._label is None else _vector(table.column(self._label))
