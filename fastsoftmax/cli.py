@@ -482,15 +482,15 @@ def run_predict(args) -> int:
 
 
 def _check_width(source, n_features, labelled):
-    """Name the file when its width differs from the model's, with the likely cause."""
-    if source.n_features == n_features:
-        return
-    hint = ""
+    """The likely cause of one column too many: unlabelled data whose labels are a column.
+
+    Any other mismatch is the estimator's to report (``predict`` checks every source).
+    """
     if source.n_features == n_features + 1 and not labelled:
-        hint = "; if one column holds labels, say so with --score or --label-column"
-    raise ValueError(
-        f"{source.name} has {source.n_features} feature columns but the model was fitted on {n_features}{hint}"
-    )
+        raise ValueError(
+            f"{source.name}: has {source.n_features} features, but the model was fitted on {n_features}; "
+            "if one column holds labels, say so with --score or --label-column"
+        )
 
 
 def _write_file(path, result, classes):

@@ -376,13 +376,22 @@ def nan_in_a_later_shard(folder):
 def wrong_feature_count(folder):
     np.save(folder / "narrow.npy", np.zeros((4, 10)))
     argv = ["predict", "{model}", str(folder / "narrow.npy")]
-    return argv, "narrow.npy has 10 feature columns but the model was fitted on 64"
+    return argv, "narrow.npy: has 10 features, but SoftmaxClassifier is expecting 64 features as input."
 
 
 def wrong_feature_count_parquet(folder):
     write_parquet_table(folder / "wide.parquet", np.zeros((4, 65)), np.zeros(4))
     argv = ["predict", "{model}", str(folder / "wide.parquet"), "--label-column", "target"]
-    return argv, "wide.parquet has 65 feature columns but the model was fitted on 64"
+    return argv, "wide.parquet: has 65 features, but SoftmaxClassifier is expecting 64 features as input."
+
+
+def labels_left_in_a_csv(folder):
+    np.savetxt(folder / "labelled.csv", np.zeros((4, 65)), delimiter=",", fmt="%g")
+    argv = ["predict", "{model}", str(folder / "labelled.csv")]
+    return argv, (
+        "labelled.csv: has 65 features, but the model was fitted on 64; "
+        "if one column holds labels, say so with --score or --label-column"
+    )
 
 
 def too_wide_svmlight(folder):
@@ -463,6 +472,7 @@ BAD_INPUTS = [
     nan_in_a_later_shard,
     wrong_feature_count,
     wrong_feature_count_parquet,
+    labels_left_in_a_csv,
     too_wide_svmlight,
     non_numeric_cell,
     ragged_csv,
