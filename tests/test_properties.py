@@ -26,7 +26,8 @@ MAX_CLASSES = 40
 HUGE = [-3e38, -1e4, 1e4, 3e38]
 # deadline: Numba compiles on first call.  derandomize: CI must not pass or fail by
 # chance; the examples are still 200 different blocks, the same on every run.
-PROPERTY_SETTINGS = settings(max_examples=200, deadline=None, derandomize=True)
+# database=None: an example saved by an earlier local run must not make this run differ from CI's.
+PROPERTY_SETTINGS = settings(max_examples=200, deadline=None, derandomize=True, database=None)
 
 
 @st.composite
@@ -58,12 +59,23 @@ def fused(Z, b, y, scale):
 
 @PROPERTY_SETTINGS
 @given(logit_blocks())
+@example(
+    (
+        np.array([[0.0, 3e38]], np.float32),
+        np.array([0.0, 3.75], np.float32),
+        np.array([0]),
+        np.array([0.9375], np.float32),
+    )
+)
 def test_fused_step_gradient_rows_sum_to_zero_and_stay_finite(block):
     Z, b, y, scale = block
     _, G, db = fused(Z, b, y, scale)
     assert np.all(np.isfinite(G)) and np.all(np.isfinite(db))
-    # Row i is scale_i * (p - e_y) with p a probability vector.
-    assert np.all(np.abs(G) <= scale[:, None])
+    # Row i is scale_i * (p - e_y) with p a probability vector.  p_k = e_k * (1 / d) may
+    # round to 1 + 1 ulp when one exponential is the whole sum (found by hypothesis:
+    # z = [0, 3e38], b = [0, 3.75] gave 0.93750006 for scale 0.9375), so the bound holds to 2 ulp.
+    eps = np.finfo(Z.dtype).eps
+    assert np.all(np.abs(G) <= scale[:, None] * (1 + 2 * eps))
     row_sums = np.array([math.fsum(row) for row in G.astype(np.float64)])
     assert np.all(np.abs(row_sums) <= rtol_for(Z.dtype, Z.shape[1]) * scale)
 
