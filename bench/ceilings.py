@@ -1,14 +1,18 @@
-"""Machine ceilings measured in the same run as the benchmarks: GEMM rate and read bandwidth.
+"""CPU ceilings measured in the same run as the benchmarks: GEMM rate and read bandwidth.
 
-The floor of a loss-and-gradient pass is ``max(flops / gemm_rate, bytes / read_bw)``:
-no implementation can do the two GEMMs faster than the best measured SGEMM, nor read X
-faster than the best measured streaming read.
+The floor of a loss-and-gradient pass (``bench.workloads``) is
+``max(flops / gemm_best, x_bytes / read_bandwidth)``: no implementation can do the two
+GEMMs faster than the best measured SGEMM, nor read X faster than the best measured
+streaming read.
 """
 
 import time
 
 import numpy as np
 from numba import njit, prange
+
+GEMM_N = 4096
+READ_BYTES = 1 << 30  # far larger than any CPU cache
 
 
 def best_time(fn, repeats=5, warmup=1):
@@ -23,14 +27,14 @@ def best_time(fn, repeats=5, warmup=1):
     return min(times)
 
 
-def sgemm_rate_numpy(n=4096):
+def sgemm_rate_numpy(n=GEMM_N):
     """FLOP/s of NumPy's BLAS on an n x n x n float32 GEMM."""
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
     out = np.empty_like(a)
     return 2 * n**3 / best_time(lambda: np.matmul(a, a, out=out), repeats=3)
 
 
-def sgemm_rate_torch(n=4096):
+def sgemm_rate_torch(n=GEMM_N):
     """FLOP/s of PyTorch's CPU GEMM (oneDNN/MKL) on the same shape, or None without torch."""
     try:
         import torch
@@ -53,7 +57,7 @@ def _parallel_sum(flat, n_parts):
     return partial.sum()
 
 
-def read_bandwidth(nbytes=1 << 30):
+def read_bandwidth(nbytes=READ_BYTES):
     """Bytes/s of a streaming read of a float32 array of ``nbytes`` (larger than the caches).
 
     The best of a multi-threaded Numba sum and NumPy's single-threaded sum.
@@ -64,8 +68,21 @@ def read_bandwidth(nbytes=1 << 30):
     return nbytes / min(numba_time, numpy_time)
 
 
-def measure():
-    """All ceilings as a dict (FLOP/s and bytes/s)."""
-    rates = {"sgemm_numpy": sgemm_rate_numpy(), "sgemm_torch": sgemm_rate_torch()}
-    gemm = max(r for r in rates.values() if r is not None)
-    return {**rates, "sgemm_best": gemm, "read_bandwidth": read_bandwidth()}
+def measure(gemm_n=GEMM_N, read_bytes=READ_BYTES):
+    """All ceilings as a dict (FLOP/s and bytes/s).
+
+    ``gemm_best`` and ``read_bandwidth`` are the two the floor uses.
+    """
+    rates = {"sgemm_numpy": sgemm_rate_numpy(gemm_n), "sgemm_torch": sgemm_rate_torch(gemm_n)}
+    return {
+        **rates,
+        "gemm_best": max(r for r in rates.values() if r is not None),
+        "read_bandwidth": read_bandwidth(read_bytes),
+        "gemm_n": gemm_n,
+        "read_bytes": read_bytes,
+        "measured_by": {
+            "sgemm_numpy": "numpy.matmul (the BLAS NumPy loaded), float32, n x n x n",
+            "sgemm_torch": "torch.matmul on the CPU, float32, n x n x n (None without PyTorch)",
+            "read_bandwidth": "best of a parallel Numba sum and numpy.sum over float32, bytes read/s",
+        },
+    }

@@ -73,7 +73,11 @@ def main(argv=None):
     backend = get_backend("cpu")
     y = np.random.default_rng(1).integers(0, max(args.classes), args.rows)
     sw = np.ones(args.rows, np.float32)
-    results = {"machine": machine.describe("bench.cpu_stream"), "rows": args.rows, "features": args.features}
+    results = {
+        "machine": machine.describe(machine.module_command("bench.cpu_stream", argv)),
+        "rows": args.rows,
+        "features": args.features,
+    }
 
     read_s, read_all = median_seconds(lambda: read_whole(NpySource(path)), args.repeats)
     results["read"] = {"seconds": read_s, "all": read_all, "GB_per_s": nbytes / read_s / 1e9}

@@ -382,20 +382,12 @@ def main(argv=None):
 
     from fastsoftmax.backends.cuda import CudaBackend
 
-    description = machine.describe("bench.gpu_stream")
-    description["command"] = " ".join(
-        [
-            os.path.basename(sys.executable),
-            "-m",
-            "bench.gpu_stream",
-            *(sys.argv[1:] if argv is None else argv),
-        ]
-    )
+    description = machine.describe(machine.module_command("bench.gpu_stream", argv))
     dataset_bytes = int(args.dataset_gib * GIB) // 4 * 4
     pool_limit = int(args.pool_limit_gib * GIB)
     payload = {
         "machine": description,
-        "gpu": gpu_pass.gpu_describe(),
+        "gpu": machine.describe_gpu(),
         "settings": {
             "dtype": "float32",
             "dataset_bytes": dataset_bytes,
