@@ -5,7 +5,7 @@
 #
 #     OUT=/tmp/gpu_out bash bench/gpu_check.sh                  # tests sanitize stream
 #     OUT=/tmp/gpu_out bash bench/gpu_check.sh stream           # only what a rerun needs
-#     OUT=/tmp/gpu_out bash bench/gpu_check.sh tests sanitize stream pass
+#     OUT=/tmp/gpu_out bash bench/gpu_check.sh tests sanitize stream suite
 #
 # Always: installs the project (no dependencies: the machine has no package index, and
 # numpy, numba, numba-cuda, cupy, scipy, scikit-learn, pytest and pytest-timeout are
@@ -19,7 +19,7 @@
 #               (CUDA API errors are not reported: the driver bindings probe for
 #               entry points that the driver lacks, and each probe reads as an error)
 #     stream    python3 -m bench.gpu_stream                      -> OUT/gpu_stream.{json,log}
-#     pass      python3 -m bench.gpu_pass (heavy; not by default) -> OUT/gpu_pass.{json,log}
+#     suite     python3 -m bench gpu (heavy; not by default) -> OUT/gpu_suite/ and OUT/gpu_suite.log
 #
 # On an H100 the sanitize step took 15 s and the stream step 40 s; the tests step takes
 # what the GPU tests take.  Every step stops at its time limit, 9.5 minutes in all at
@@ -34,14 +34,14 @@ mkdir -p "$OUT"
 
 # Seconds per step, at most (override from the environment).
 : "${INSTALL_TIMEOUT:=60}" "${TESTS_TIMEOUT:=180}" "${SANITIZE_TIMEOUT:=75}" "${STREAM_TIMEOUT:=180}"
-: "${PASS_TIMEOUT:=540}"
+: "${SUITE_TIMEOUT:=540}"
 
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(tests sanitize stream)
 for step in "${steps[@]}"; do
     case "$step" in
-        tests | sanitize | stream | pass) ;;
-        *) echo "unknown step '$step'; expected any of: tests sanitize stream pass" >&2; exit 2 ;;
+        tests | sanitize | stream | suite) ;;
+        *) echo "unknown step '$step'; expected any of: tests sanitize stream suite" >&2; exit 2 ;;
     esac
 done
 
@@ -117,9 +117,9 @@ for step in "${steps[@]}"; do
             run stream "$OUT/gpu_stream.log" "$STREAM_TIMEOUT" \
                 python3 -m bench.gpu_stream --output "$OUT/gpu_stream.json"
             ;;
-        pass)
-            run pass "$OUT/gpu_pass.log" "$PASS_TIMEOUT" \
-                python3 -m bench.gpu_pass --output "$OUT/gpu_pass.json" --plots "$OUT/gpu_pass_plots"
+        suite)
+            run suite "$OUT/gpu_suite.log" "$SUITE_TIMEOUT" \
+                python3 -m bench gpu --output "$OUT/gpu_suite"
             ;;
     esac
 done

@@ -103,6 +103,9 @@ def main(argv=None) -> int:
     int
         The exit status: 0 on success, 2 for a usage or input error.
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        return run_bench(argv[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -134,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(commands)
     info = commands.add_parser("info", help="versions, CPU threads and available backends")
     info.set_defaults(run=run_info)
+    # `bench` hands its arguments to the suite's own parser (main() intercepts it); it is
+    # listed here for --help.
+    commands.add_parser("bench", help="run a benchmark suite (quick, cpu, gpu): fastsoftmax bench --help")
     return parser
 
 
@@ -509,6 +515,20 @@ def _write_csv(f, result, classes):
         return
     f.write(",".join(str(c) for c in classes.tolist()) + "\n")
     np.savetxt(f, result, fmt="%.8g", delimiter=",")
+
+
+# -- bench ------------------------------------------------------------------------------
+def run_bench(argv) -> int:
+    """``fastsoftmax bench SUITE ...``: the benchmark suite (``python -m bench`` in a checkout)."""
+    from .bench.suite import main as bench_main
+
+    try:
+        return bench_main(argv, prog="fastsoftmax bench")
+    except SystemExit as exc:  # --help, usage errors, a GPU suite without a GPU
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(f"fastsoftmax bench: {exc.code}", file=sys.stderr)
+            return USAGE_ERROR
+        return exc.code or 0
 
 
 # -- info -------------------------------------------------------------------------------
