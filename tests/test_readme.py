@@ -38,3 +38,11 @@ def test_api_tour_runs_without_warnings(tmp_path, monkeypatch):
         warnings.simplefilter("error")
         exec(compile(tour, "README.md (API tour)", "exec"), {})
     assert (tmp_path / "digits.npz").exists()
+
+
+def test_quoted_results_exist():
+    """Every result file or folder the README quotes is committed under bench/results/."""
+    quoted = set(re.findall(r"bench/results/[\w./-]+", (ROOT / "README.md").read_text()))
+    assert quoted, "the README quotes no benchmark results"
+    missing = sorted(path for path in quoted if not (ROOT / path.rstrip(".")).exists())
+    assert missing == []
