@@ -13,7 +13,7 @@ be a time to accuracy.  ``python -m bench`` prints the same comparison as a tabl
 
 import pytest
 
-from bench import accuracy
+from fastsoftmax.bench import accuracy
 
 SPEC = "20000x64x10"
 ALPHA = 1e-3

@@ -239,8 +239,12 @@ def measure(use_torch=True):
     why_no_torch = torch_unavailable_reason() if use_torch else "not requested"
     gemm = {"gemm_fp32_cupy": _measured(gemm_fp32_cupy), "gemm_fp32_torch": None, "gemm_tf32_torch": None}
     if why_no_torch is None:
-        gemm["gemm_fp32_torch"] = _measured(gemm_torch, "highest")
-        gemm["gemm_tf32_torch"] = _measured(gemm_torch, "high")
+        try:
+            gemm["gemm_fp32_torch"] = _measured(gemm_torch, "highest")
+            gemm["gemm_tf32_torch"] = _measured(gemm_torch, "high")
+        except Exception as exc:  # noqa: BLE001 (a PyTorch build that cannot run here is a finding, not a crash)
+            gemm["gemm_fp32_torch"] = gemm["gemm_tf32_torch"] = None
+            why_no_torch = f"PyTorch's GEMM failed: {type(exc).__name__}: {exc}"
     copies = _measured(copy_bandwidths)
     copy_bw = max(copies.values())
     read_bw = _measured(read_bandwidth)

@@ -34,7 +34,7 @@ import sys
 import time
 import traceback
 
-from . import gpu_ceilings, gpu_peers
+from . import gpu_ceilings, gpu_peers, peers
 from .workloads import ITEMSIZE, add_rates, add_speedups, failure
 
 WORKLOADS = {
@@ -45,7 +45,6 @@ WORKLOADS = {
 LABEL_ITEMSIZE = 8  # int64 labels
 RTOL = 1e-3
 REFERENCE_ROWS = 65_536
-KERNEL_ROWS = 262_144  # a 1.05 GB chunk of W1's logits: 20 times the H100's L2
 KERNEL_TARGET = 0.8  # fraction of the measured copy bandwidth
 
 KERNEL_BYTE_MODEL = (
@@ -58,7 +57,7 @@ def kernel_bytes(rows, c, itemsize=ITEMSIZE, label_itemsize=LABEL_ITEMSIZE):
 
     Examples
     --------
-    >>> kernel_bytes(KERNEL_ROWS, WORKLOADS["W1"][2])  # 262,144 rows x (8,000 + 16) bytes
+    >>> kernel_bytes(262_144, WORKLOADS["W1"][2])  # 262,144 rows x (8,000 + 16) bytes
     2101346304
     """
     return rows * (2 * c * itemsize + label_itemsize + 2 * itemsize)
@@ -117,7 +116,7 @@ def require_gpu():
         ) from None
     if n_devices == 0:
         raise SystemExit(f"CuPy {cupy.__version__} imported but sees no CUDA device")
-    if int(os.environ.get("CUPY_TF32", "0")) > 0:
+    if os.environ.get("CUPY_TF32", "0").strip() not in ("", "0"):
         raise SystemExit(
             f"CUPY_TF32={os.environ['CUPY_TF32']} makes CuPy's float32 GEMMs (fastsoftmax's included) "
             "use TF32, while the peers and the floor are full float32; unset it"
@@ -303,7 +302,12 @@ def run_workload(workload, names, repeats, ceiling, seed=0):
     ``names`` must start with "fastsoftmax": every peer is checked against its result.
     """
     floor_s = workload.floor_s(ceiling["gemm_fp32_best"], ceiling["hbm_bandwidth"])
-    problem = gpu_peers.make_device_problem(workload.n, workload.d, workload.c, seed)
+    try:
+        problem = gpu_peers.make_device_problem(workload.n, workload.d, workload.c, seed)
+    except _oom_errors() as exc:
+        gpu_ceilings.free_device_memory()
+        message = f"the problem itself does not fit: {str(exc).strip().splitlines()[0]}"
+        return [{**workload.fields(), "implementation": name, "out_of_memory": message} for name in names]
     rows, expected = [], None
     for name in names:
         _log(f"{workload.label}: {name}")
@@ -353,14 +357,15 @@ def run_kernel(rows, n_classes, repeats, ceiling, seed=0):
     nbytes = kernel_bytes(rows, n_classes)
     result = {"rows": rows, "n_classes": n_classes, "bytes": nbytes, "byte_model": KERNEL_BYTE_MODEL}
 
-    stream = cuda.external_stream(cupy.cuda.get_current_stream().ptr)
+    ptr = cupy.cuda.get_current_stream().ptr
+    stream = cuda.external_stream(ptr) if ptr else 0  # 0: the legacy default stream, as the backend does
 
     def launch():
         kernels.softmax_xent_grad_(Z, b, y, scale, row_loss, stream=stream)
 
     launch()
     G_ref = Z0.astype(cupy.float64) + b.astype(cupy.float64)
-    loss_ref = gpu_peers.textbook_softmax_grad_(cupy, G_ref, y) * scale
+    loss_ref = peers.textbook_softmax_grad_(cupy, G_ref, y) * scale
     G_ref *= scale[:, None]
     result["max_rel_err_G"] = max_rel_err(Z, G_ref)
     result["max_rel_err_row_loss"] = max_rel_err(row_loss, loss_ref)

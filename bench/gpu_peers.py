@@ -43,35 +43,6 @@ def make_device_problem(n_samples, n_features, n_classes, seed=0):
     return X, y, W, b
 
 
-def textbook_softmax_grad_(xp, Z, y):
-    """Rows of logits to ``softmax - onehot`` in place; return ``lse(z_i) - z_i[y_i]`` per row.
-
-    The stable textbook formula in whatever array module ``xp`` is (CuPy here; NumPy in the
-    CPU tests), shared by the plain CuPy peer and by the float64 references of
-    ``bench.gpu_pass``.
-
-    Parameters
-    ----------
-    xp : module
-        ``cupy`` or ``numpy``, matching Z.
-    Z : array of shape (n_rows, n_classes)
-        Logits (bias included) on entry, ``P - Y`` on exit.
-    y : integer array of shape (n_rows,)
-
-    Returns
-    -------
-    array of shape (n_rows,)
-    """
-    rows = xp.arange(Z.shape[0])
-    Z -= Z.max(axis=1, keepdims=True)  # the row max keeps exp() finite
-    z_y = Z[rows, y]  # read before the row is overwritten
-    xp.exp(Z, out=Z)
-    d = Z.sum(axis=1, keepdims=True)
-    Z /= d
-    Z[rows, y] -= 1
-    return xp.log(d[:, 0]) - z_y
-
-
 def make_fastsoftmax(X, y, W, b, backend="cuda"):
     """fastsoftmax's objective on its CUDA backend (``backend`` is a parameter for the CPU tests)."""
     return peers.make_fastsoftmax(X, y, W, b, backend=backend)
@@ -86,7 +57,7 @@ def make_cupy(X, y, W, b):
     def run():
         Z = X @ W
         Z += b
-        row_loss = textbook_softmax_grad_(cupy, Z, y)
+        row_loss = peers.textbook_softmax_grad_(cupy, Z, y)
         dW = X.T @ Z
         dW /= n  # on the (D, C) product: N / D times fewer divisions than scaling G
         return row_loss.mean(), dW

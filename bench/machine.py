@@ -70,6 +70,25 @@ def module_command(module, argv=None):
     return " ".join([os.path.basename(sys.executable), "-m", module, *args])
 
 
+def _git_commit():
+    """The checkout's commit (with "+dirty" when files differ from it), or None outside a checkout."""
+    folder = os.path.dirname(os.path.abspath(__file__))
+    try:
+        head = subprocess.run(
+            ["git", "-C", folder, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", folder, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
 def describe(command):
     """Dict of CPU, cores, GPU, Python, library versions, BLAS, relevant env vars and the command.
 
@@ -90,6 +109,7 @@ def describe(command):
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
+        "git_commit": _git_commit(),
         "hostname": platform.node(),
         "cpu": _cpu_model(),
         "cpus_usable": len(os.sched_getaffinity(0)),

@@ -69,8 +69,9 @@ def pass_table(rows):
 def kernel_line(k):
     """One line on the fused kernel's timing against the copy bandwidth."""
     head = f"fused kernel, {k['rows']} x {k['n_classes']} logits"
-    if "check_failed" in k:
-        return f"{head}: CHECK FAILED: {k['check_failed']}"
+    why = failure(k)
+    if why:
+        return f"{head}: FAILED: {why}"
     return (
         f"{head}: median {k['median_s'] * 1e3:.3f} ms, {k['gb_per_s']:.0f} GB/s = "
         f"{k['fraction_of_copy_bandwidth']:.0%} of copy bandwidth (target {k['target_fraction']:.0%}: "

@@ -19,9 +19,8 @@ floor = max(flops / gemm_rate, x_bytes / read_rate)
 from dataclasses import dataclass
 
 ITEMSIZE = 4  # float32 throughout
-FLOP_MODEL = "4*N*D*C: the two GEMMs (softmax and db left out)"
-BYTE_MODEL = "4*N*D: X read once (the logits can stay on chip)"
-FLOOR_MODEL = "max(4*N*D*C / best float32 GEMM rate, 4*N*D / read bandwidth), both measured in the same run"
+FLOP_MODEL = "4*N*D*C"  # the two GEMMs (softmax and db left out)
+BYTE_MODEL = "4*N*D"  # X read once (the logits can stay on chip)
 
 
 @dataclass(frozen=True)

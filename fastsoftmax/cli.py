@@ -522,13 +522,7 @@ def run_bench(argv) -> int:
     """``fastsoftmax bench SUITE ...``: the benchmark suite (``python -m bench`` in a checkout)."""
     from .bench.suite import main as bench_main
 
-    try:
-        return bench_main(argv, prog="fastsoftmax bench")
-    except SystemExit as exc:  # --help, usage errors, a GPU suite without a GPU
-        if exc.code is not None and not isinstance(exc.code, int):
-            print(f"fastsoftmax bench: {exc.code}", file=sys.stderr)
-            return USAGE_ERROR
-        return exc.code or 0
+    return bench_main(argv, prog="fastsoftmax bench")
 
 
 # -- info -------------------------------------------------------------------------------

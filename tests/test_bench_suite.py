@@ -95,7 +95,7 @@ def test_suite_writes_results_report_and_plots(tiny_run):
     assert on_disk["suite"] == "tiny" and on_disk["problems"] == []
     machine = on_disk["machine"]
     assert machine["command"] == "python -m bench tiny"
-    for key in ("cpu", "cpus_usable", "gpu", "versions", "date", "blas"):
+    for key in ("cpu", "cpus_usable", "gpu", "versions", "date", "blas", "git_commit", "memory_bytes"):
         assert key in machine
     assert machine["versions"]["numpy"] and machine["versions"]["fastsoftmax"]
     assert on_disk["ceilings"]["gemm_best"] > 0 and on_disk["ceilings"]["read_bandwidth"] > 0
@@ -135,6 +135,16 @@ def test_time_to_accuracy_rows(tiny_run):
         assert rows[name]["rel_gap"] <= 1e-6
         assert 0.3 < rows[name]["test_accuracy"] <= 1
     assert rows["fastsoftmax"]["fastsoftmax_speedup"] == 1.0
+
+
+def test_a_fit_that_misses_the_target_is_reported_not_fatal(tmp_path):
+    suite = replace(TINY, fit_max_iter=1, fit_repeats=1)
+    payload = bench_suite.run_suite(suite, str(tmp_path), command="test", stages=("accuracy",))
+    rows = {r["implementation"]: r for r in payload["accuracy"]["rows"]}
+    assert rows["fastsoftmax"]["reached"] is False and rows["fastsoftmax"]["fastsoftmax_speedup"] is None
+    assert "accuracy 600x8x3 fastsoftmax: did not reach the target" in payload["problems"]
+    report = (tmp_path / "report.txt").read_text()
+    assert "fastsoftmax" in report and "PROBLEMS:" in report
 
 
 def test_failures_become_problems_but_skipped_peers_do_not():
@@ -180,6 +190,10 @@ def test_suites_are_well_formed():
         for spec in (*suite.workloads, suite.fit):
             parse(spec, named)
         assert set(suite.sweeps) == {"N", "D", "C"} and len(suite.sweep_base) == 3
+        peers = bench_suite._platform(suite.platform)["peers"]
+        assert (
+            set(suite.sweep_peers or peers) <= set(peers) and (suite.sweep_peers or peers)[0] == "fastsoftmax"
+        )
     assert replace(TINY, repeats=3).repeats == 3
 
 
@@ -191,7 +205,11 @@ def test_fastsoftmax_bench_help(capsys):
     assert cli_main(["bench", "nosuch"]) == 2
     assert "invalid choice: 'nosuch'" in capsys.readouterr().err
     assert cli_main(["bench", "quick", "--workloads", "10x10"]) == 2
-    assert "expected N x D x C" in capsys.readouterr().err
+    assert "fastsoftmax bench: error: workload '10x10': expected N x D x C" in capsys.readouterr().err
+    assert cli_main(["bench", "quick", "--only", "kernel"]) == 2
+    assert "the kernel stage runs in the gpu suite only" in capsys.readouterr().err
+    assert cli_main(["bench", "quick", "--repeats", "0"]) == 2
+    assert "--repeats must be at least 1" in capsys.readouterr().err
 
 
 def test_python_m_bench_help():
