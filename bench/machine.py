@@ -78,7 +78,18 @@ def _git_commit():
             ["git", "-C", folder, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", folder, "status", "--porcelain", "--untracked-files=no"],
+            # Results being written are not a change to the code that measured them.
+            [
+                "git",
+                "-C",
+                folder,
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ":(top)",
+                ":(top,exclude)bench/results",
+            ],
             capture_output=True,
             text=True,
             timeout=10,
