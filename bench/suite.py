@@ -111,7 +111,7 @@ SUITES = {
     "cpu": Suite(
         name="cpu",
         platform="cpu",
-        summary="the CPU at full size, C up to 10,000 (4 minutes on 2 cores)",
+        summary="the CPU at full size, C up to 10,000 (5 minutes on 2 cores)",
         workloads=("200000x256x20", "200000x256x1000", "20000x256x10000", "1000000x64x2"),
         repeats=7,
         sweep_base=(200_000, 256, 20),
