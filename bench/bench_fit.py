@@ -4,7 +4,7 @@ Run from the repository root with::
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m pytest bench/bench_fit.py --benchmark-only
 
-(not part of the default test run).  Each implementation of ``bench.accuracy.FITTERS`` is
+(not part of the default test run).  Each implementation of ``bench.fitters.FITTERS`` is
 benchmarked at the smallest iteration cap whose fit reaches the target, found once per
 implementation outside the benchmark by ``bench.accuracy.search_iterations``; an
 implementation that never reaches it is skipped with its best gap, since its time would not
@@ -13,7 +13,7 @@ be a time to accuracy.  ``python -m bench`` prints the same comparison as a tabl
 
 import pytest
 
-from fastsoftmax.bench import accuracy
+from fastsoftmax.bench import accuracy, fitters
 
 SPEC = "20000x64x10"
 ALPHA = 1e-3
@@ -29,15 +29,15 @@ def problem():
     return data, f_star
 
 
-@pytest.fixture(scope="module", params=list(accuracy.FITTERS))
+@pytest.fixture(scope="module", params=list(fitters.FITTERS))
 def fitter(request, problem):
     """``(fit, found, test_accuracy)`` for one implementation: setup and search are not timed."""
     name = request.param
-    why_not = accuracy.available(name)
+    why_not = fitters.available(name)
     if why_not:
         pytest.skip(why_not)
     (X_train, y_train, X_test, y_test), f_star = problem
-    fit = accuracy.FITTERS[name](X_train, y_train, ALPHA)
+    fit = fitters.FITTERS[name](X_train, y_train, ALPHA)
     found = accuracy.search_iterations(
         fit,
         lambda coef, b: accuracy.objective(X_train, y_train, coef, b, ALPHA),

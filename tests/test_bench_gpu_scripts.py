@@ -65,7 +65,8 @@ def run_blocked(code):
 
 def test_modules_import_without_cupy_or_torch():
     done = run_blocked(
-        "import bench.gpu_ceilings, bench.gpu_peers, bench.gpu_pass, bench.gpu_stream, bench.gpu_sanitize; "
+        "import bench.gpu_ceilings, bench.gpu_peers, bench.gpu_pass, bench.gpu_stream, bench.gpu_sanitize, "
+        "bench.accuracy, bench.fitters, bench.suite, bench.plots; "
         "print('imported')"
     )
     assert done.returncode == 0, done.stderr
