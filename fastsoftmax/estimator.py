@@ -3,6 +3,7 @@
 import copy
 import functools
 import numbers
+import sys
 import warnings
 
 import numpy as np
@@ -14,7 +15,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .backends import get_backend
+from .backends import auto_cpu_reason, get_backend
 from .objective import SoftmaxObjective
 from .params import validate_params
 from .solvers import UPDATE_RULES, MinibatchConfig, get_solver
@@ -113,7 +114,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     random_state : int, RandomState or None, default=None
         Seeds minibatch shuffling and the validation split.
     verbose : int, default=0
-        1 shows a progress bar per iteration or epoch with the current loss.
+        1 shows a progress bar per iteration or epoch with the current loss, and with
+        ``backend="auto"`` on the CPU, why CUDA was not chosen (no CuPy, no driver, ...).
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training data (stratified), stop
         when its loss stalls, and keep the best parameters seen on it (sgd, adam).
@@ -246,7 +248,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 f"y holds only one class, {classes.tolist()[0]!r}; SoftmaxClassifier needs samples of at least 2 classes"
             )
         sw = self._combined_weight(sample_weight, classes, y_idx, X.shape[0], dtype)
-        backend = get_backend(self.backend)
+        backend = self._training_backend()
         if previous is not None and previous[0].shape[0] != X.shape[1]:
             raise ValueError(
                 f"warm_start=True but X has {X.shape[1]} features while the model has {previous[0].shape[0]}"
@@ -313,7 +315,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"y holds labels {unknown.tolist()} that are not in classes {classes.tolist()}")
         y_idx = np.searchsorted(classes, y)
         sw = self._combined_weight(sample_weight, classes, y_idx, X.shape[0], dtype)
-        backend = get_backend(self.backend)
+        backend = self._training_backend()
         state = None if first_call else getattr(self, "_minibatch_state", None)
         if state is None or (state.solver, state.backend) != (self.solver, backend.name):
             # First call, a loaded or unpickled model, or a fit by another solver or on
@@ -527,6 +529,13 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self.coef_ = np.ascontiguousarray(W.T)
         self.intercept_ = b.copy()
         self._minibatch_state = result.state
+
+    def _training_backend(self):
+        """The backend of a fit; with ``verbose``, says why "auto" chose the CPU."""
+        backend = get_backend(self.backend)
+        if self.verbose and self.backend == "auto" and backend.name == "cpu":
+            print(f"fastsoftmax: backend='auto' uses the CPU: {auto_cpu_reason()}", file=sys.stderr)
+        return backend
 
     def _fitted_params_if_warm(self):
         if not (self.warm_start and hasattr(self, "coef_")):

@@ -55,6 +55,18 @@ def get_backend(backend="auto") -> Backend:
     return _cpu_backend()
 
 
+def auto_cpu_reason():
+    """Why "auto" picks the CPU here, or None when it picks CUDA.
+
+    Returns
+    -------
+    str or None
+    """
+    if cuda_simulated():
+        return "the CUDA backend runs only in Numba's simulator here (NUMBA_ENABLE_CUDASIM=1), which 'auto' never picks"
+    return cuda_unavailable_reason()
+
+
 def available_backends():
     """Map each backend name to None when it runs here, else the reason it does not.
 
@@ -72,6 +84,7 @@ __all__ = [
     "DeviceMemoryError",
     "cuda_simulated",
     "NumpyBackend",
+    "auto_cpu_reason",
     "available_backends",
     "get_backend",
     "cuda_unavailable_reason",
