@@ -43,16 +43,15 @@ CuPy, PyTorch and scikit-learn are imported inside functions, so this module imp
 without them.  ``python -m bench`` runs it as the suites' "accuracy" stage.
 """
 
-import gc
 import math
 import statistics
-import sys
 import time
 import traceback
 import warnings
 
 import numpy as np
 
+from . import gpu_ceilings
 from .fitters import FITTERS, available
 from .workloads import parse
 
@@ -345,16 +344,6 @@ def _rel_gap(value, reference):
     return (value - reference) / abs(reference)
 
 
-def _release_memory():
-    """Free the last implementation's copies (and cached device blocks) before the next one."""
-    gc.collect()
-    cupy, torch = sys.modules.get("cupy"), sys.modules.get("torch")  # only if already imported
-    if cupy is not None:
-        cupy.get_default_memory_pool().free_all_blocks()
-    if torch is not None and torch.cuda.is_initialized():
-        torch.cuda.empty_cache()
-
-
 def _measure(fit, data, alpha, target, reference, max_iter, repeats):
     """One implementation's row fields, after the factory has returned ``fit``."""
     X_train, y_train, X_test, y_test = data
@@ -476,7 +465,7 @@ def run_time_to_accuracy(
             continue
         finally:
             fit = None
-            _release_memory()
+            gpu_ceilings.free_device_memory()
         log(f"{spec}: {name}: " + _format_row(row))
     base = next((r for r in rows if r["implementation"] == speedup_over and r.get("median_s")), None)
     for row in rows:

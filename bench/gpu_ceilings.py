@@ -119,13 +119,14 @@ def free_device_memory():
     """Hand every cached block back to the driver, so the next measurement (CuPy's or PyTorch's) can have it.
 
     Call it after the arrays of a measurement are gone; the garbage collection first breaks
-    the reference cycles of autograd graphs.
+    the reference cycles of autograd graphs.  Neither library is imported here: one that
+    is not loaded holds no memory (so CPU-only runs can call it too).
     """
-    import cupy
-
     gc.collect()
-    cupy.get_default_memory_pool().free_all_blocks()
-    cupy.get_default_pinned_memory_pool().free_all_blocks()
+    cupy = sys.modules.get("cupy")
+    if cupy is not None:
+        cupy.get_default_memory_pool().free_all_blocks()
+        cupy.get_default_pinned_memory_pool().free_all_blocks()
     if initialized_torch_cuda() is not None:
         initialized_torch_cuda().empty_cache()
 

@@ -35,6 +35,7 @@ import time
 import traceback
 
 from . import gpu_ceilings, gpu_peers, peers
+from .report import log
 from .workloads import ITEMSIZE, add_rates, add_speedups, failure
 
 WORKLOADS = {
@@ -257,7 +258,7 @@ def _measure(name, problem, repeats, expected, fields):
     fields.update(summarize(gpu_ceilings.event_times(fn, repeats, warmup=0, wall_times=wall)))
     fields["wall_median_s"] = statistics.median(wall)
     if fields["wall_median_s"] > 1.5 * fields["median_s"] + 1e-3:
-        _log(
+        log(
             f"WARNING {name}: wall time {fields['wall_median_s'] * 1e3:.2f} ms against "
             f"{fields['median_s'] * 1e3:.2f} ms from CUDA events: work outside CuPy's stream?"
         )
@@ -310,7 +311,7 @@ def run_workload(workload, names, repeats, ceiling, seed=0):
         return [{**workload.fields(), "implementation": name, "out_of_memory": message} for name in names]
     rows, expected = [], None
     for name in names:
-        _log(f"{workload.label}: {name}")
+        log(f"{workload.label}: {name}")
         row = {**workload.fields(), "implementation": name}
         why_not = gpu_peers.available(name)
         if why_not:
@@ -324,7 +325,7 @@ def run_workload(workload, names, repeats, ceiling, seed=0):
                 expected = result
         if "median_s" in row:
             add_rates(row, floor_s)
-        _log(f"{workload.label}: {name}: " + (failure(row) or f"{row['median_s'] * 1e3:.2f} ms"))
+        log(f"{workload.label}: {name}: " + (failure(row) or f"{row['median_s'] * 1e3:.2f} ms"))
         rows.append(row)
     del problem
     gpu_ceilings.free_device_memory()
@@ -386,7 +387,3 @@ def run_kernel(rows, n_classes, repeats, ceiling, seed=0):
     result["target_fraction"] = KERNEL_TARGET
     result["meets_target"] = result["fraction_of_copy_bandwidth"] >= KERNEL_TARGET
     return result
-
-
-def _log(message):
-    print(f"[bench gpu {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)

@@ -54,6 +54,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import gpu_ceilings, gpu_pass, machine
+from .report import log
 
 GIB = 1 << 30
 BANDWIDTH_SIZES = (256 << 20, 512 << 20, 1 << 30)
@@ -297,7 +298,7 @@ def workload_row(measured, n_samples, n_features, n_classes, pool_limit, pinned_
 
 # -- reporting ----------------------------------------------------------------------------------
 def _log(message):
-    print(f"[gpu_stream {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+    log(message, source="gpu_stream")
 
 
 def print_bandwidths(bandwidth):

@@ -157,7 +157,6 @@ def describe_gpu():
         "memory_bus_width_bits": props.get("memoryBusWidth"),
         "driver_cuda_version": cuda_version(runtime.driverGetVersion()),
         "runtime_cuda_version": cuda_version(runtime.runtimeGetVersion()),
-        "nvidia_smi": nvidia_smi(),
         "versions": {
             "cupy": cupy.__version__,
             "torch": _version("torch"),

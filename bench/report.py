@@ -3,7 +3,15 @@
 (The time-to-accuracy table is ``bench.accuracy.format_table``.)
 """
 
+import sys
+import time
+
 from .workloads import failure
+
+
+def log(message, source="bench"):
+    """A timestamped progress line on stderr (the tables go to stdout)."""
+    print(f"[{source} {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def _rate(value, scale, digits=1):

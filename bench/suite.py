@@ -211,9 +211,6 @@ class _Recorder:
             print(line, flush=True)
             self.lines.append(line)
 
-    def log(self, message):
-        print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
     def save(self):
         with open(os.path.join(self.directory, "results.json"), "w") as f:
             json.dump(self.payload, f, indent=2, default=_json_default)
@@ -267,7 +264,7 @@ def run_suite(suite, directory, command, stages=STAGES, draw_plots=True):
         "suite": suite.name,
         "machine": machine.describe(command),
         "settings": {
-            "suite": {k: v for k, v in vars(suite).items()},
+            "suite": dict(vars(suite)),
             "stages": list(stages),
             "dtype": "float32",
             "flop_model": FLOP_MODEL,
@@ -283,13 +280,13 @@ def run_suite(suite, directory, command, stages=STAGES, draw_plots=True):
     for warning in payload["warnings"]:
         out.print(f"WARNING: {warning}")
 
-    out.log("measuring ceilings")
+    report.log("measuring ceilings")
     ceiling = platform["ceilings"](**suite.ceilings)
     payload["ceilings"] = ceiling
     if suite.platform == "gpu":
         payload["gpu"] = machine.describe_gpu()
         out.print(
-            f"device: {payload['gpu']['name']}, driver {payload['gpu']['nvidia_smi'].get('driver_version')}"
+            f"device: {payload['gpu']['name']}, driver {payload['machine']['gpu'].get('driver_version')}"
         )
     out.print(report.ceilings_line(suite.platform, ceiling))
     out.save()
@@ -297,7 +294,7 @@ def run_suite(suite, directory, command, stages=STAGES, draw_plots=True):
     if "passes" in stages:
         payload["passes"] = rows = []
         for spec in suite.workloads:
-            out.log(f"passes: {spec}")
+            report.log(f"passes: {spec}")
             rows.extend(
                 platform["run_pass"](
                     parse(spec, platform["named"]), platform["peers"], suite.repeats, ceiling
@@ -312,7 +309,7 @@ def run_suite(suite, directory, command, stages=STAGES, draw_plots=True):
         for axis in suite.sweeps:
             sweeps[axis] = rows = []
             for workload in _sweep_workloads(suite, axis):
-                out.log(f"sweep {axis}: {workload.label}")
+                report.log(f"sweep {axis}: {workload.label}")
                 names = list(suite.sweep_peers or platform["peers"])
                 rows.extend(platform["run_pass"](workload, names, suite.sweep_repeats, ceiling))
                 out.save()
@@ -331,14 +328,14 @@ def run_suite(suite, directory, command, stages=STAGES, draw_plots=True):
         out.save()
 
     if "accuracy" in stages:
-        out.log(f"time to accuracy: {suite.fit}")
+        report.log(f"time to accuracy: {suite.fit}")
         result = accuracy.run_time_to_accuracy(
             suite.fit,
             platform["fitters"],
             suite.fit_alpha,
             suite.fit_max_iter,
             suite.fit_repeats,
-            log=out.log,
+            log=report.log,
             speedup_over=platform["reference"],
         )
         payload["accuracy"] = result
@@ -349,7 +346,7 @@ def run_suite(suite, directory, command, stages=STAGES, draw_plots=True):
     if "kernel" in stages and suite.platform == "gpu":
         from . import gpu_pass
 
-        out.log(f"kernel: {suite.kernel_rows} rows")
+        report.log(f"kernel: {suite.kernel_rows} rows")
         n_classes = gpu_pass.WORKLOADS["W1"][2]
         try:
             kernel = gpu_pass.run_kernel(suite.kernel_rows, n_classes, suite.repeats, ceiling)

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from fastsoftmax import SoftmaxClassifier
-from fastsoftmax.backends import cuda_simulated, cuda_unavailable_reason
+from fastsoftmax.backends import cuda_simulated
+from tests.conftest import BACKENDS
 
 # A fixed, small max_iter is the point.  (A filter set here, not warnings.catch_warnings
 # inside the threads: that context manager swaps process-wide state and is not thread-safe.)
@@ -24,19 +25,13 @@ pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceW
 
 N_THREADS = 4
 
-BACKENDS = [
-    pytest.param("cpu"),
-    pytest.param(
-        "cuda",
-        marks=[
-            pytest.mark.gpu,
-            pytest.mark.skipif(
-                cuda_unavailable_reason() is not None or cuda_simulated(),
-                reason=cuda_unavailable_reason() or "Numba's CUDA simulator is not thread-safe",
-            ),
-        ],
-    ),
-]
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """The backend name; the CUDA case needs a real GPU (see the module docstring)."""
+    if request.param == "cuda" and cuda_simulated():
+        pytest.skip("Numba's CUDA simulator is not thread-safe: it cannot take launches from two threads")
+    return request.param
 
 
 def labelled(seed, n_samples=3000, n_features=20, n_classes=5):
@@ -51,7 +46,6 @@ def fit(params, X, y):
     return SoftmaxClassifier(**params).fit(X, y)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("solver", ["lbfgs", "sgd", "adam"])
 def test_fits_in_parallel_threads_match_fits_alone(backend, solver):
     params = dict(solver=solver, max_iter=30, random_state=0, backend=backend)
@@ -70,7 +64,6 @@ def test_fits_in_parallel_threads_match_fits_alone(backend, solver):
         np.testing.assert_array_equal(other.intercept_, one.intercept_)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_one_model_predicts_from_many_threads(backend):
     X, y = labelled(9, n_samples=20_000)
     model = fit(dict(max_iter=20, backend=backend), X, y)
