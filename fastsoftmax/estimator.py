@@ -16,8 +16,19 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .backends import auto_cpu_reason, get_backend
+from .checkpoint import (
+    CheckpointWriter,
+    as_checkpoint,
+    check_context,
+    fit_context,
+    load_checkpoint,
+    reading,
+    restore_rng,
+    rng_state,
+)
 from .objective import SoftmaxObjective
 from .params import validate_params
+from .persistence import params_as_json
 from .solvers import UPDATE_RULES, MinibatchConfig, get_solver
 from .solvers.minibatch import MinibatchState
 from .sources import DataSourceError, is_source_like, open_source
@@ -213,7 +224,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     # -- fitting --------------------------------------------------------------------
     @_all_or_nothing
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None, *, checkpoint=None, resume_from=None):
         """Fit the model to ``X, y``, replacing any previous fit (unless warm_start).
 
         Parameters
@@ -228,12 +239,29 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             only for sources that hold their labels.
         sample_weight : array-like of shape (n_samples,), optional
             Non-negative weights.
+        checkpoint : str, os.PathLike or Checkpoint, optional
+            Save the fit's state there while it runs (given a path: every 60
+            seconds; see :class:`~fastsoftmax.Checkpoint` for other intervals) and
+            when it ends.  Each write replaces the file atomically.
+        resume_from : str or os.PathLike, optional
+            A checkpoint of this fit -- the same data, labels, weights and
+            hyper-parameters, though ``max_iter``, ``tol``, ``verbose``, ``backend``
+            and ``warm_start`` may change -- to continue from where it was written,
+            mid-epoch included.  On the CPU backend the result is bit-identical to
+            the fit that was never interrupted.
 
         Returns
         -------
         self
+
+        Raises
+        ------
+        CheckpointError
+            When ``resume_from`` is not a valid checkpoint, or one of another fit.
         """
         validate_params(self.get_params(deep=False))
+        checkpoint = as_checkpoint(checkpoint)
+        saved = None if resume_from is None else load_checkpoint(resume_from)
         if self.early_stopping and self.solver not in MINIBATCH_SOLVERS:
             raise ValueError(
                 f"early_stopping=True needs a minibatch solver {MINIBATCH_SOLVERS}, not solver={self.solver!r}"
@@ -258,9 +286,26 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 f"warm_start=True but y has classes {classes.tolist()} while the model has {previous[2].tolist()}"
             )
         rng = check_random_state(self.random_state)
+        writer = None
+        if checkpoint is not None or saved is not None:
+            context = fit_context(params_as_json(self), X.shape[1], classes, dtype, y_idx, sw)
+            if saved is not None:
+                check_context(saved.path, saved.context, context)
+                with reading(saved):
+                    restore_rng(rng, saved.state, "initial_")  # the same validation split
+            if checkpoint is not None:
+                writer = CheckpointWriter(checkpoint, context, backend.to_host, rng_state(rng, "initial_"))
         train, validation = self._objectives(backend, X, y_idx, sw, len(classes), rng)
         params0 = train.init_params() if previous is None else previous[:2]
-        result = self._run_solver(train, params0, validation, self._new_minibatch_state(rng), stop_early=True)
+        result = self._run_solver(
+            train,
+            params0,
+            validation,
+            self._new_minibatch_state(rng),
+            stop_early=True,
+            checkpoint=writer,
+            resume=saved,
+        )
         self._store(backend, result, classes)
         self.n_iter_ = result.n_iter
         self.loss_curve_ = list(result.loss_curve)
@@ -490,7 +535,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             solver=self.solver, backend=get_backend(self.backend).name, update=update, rng=rng
         )
 
-    def _run_solver(self, train, params0, validation, state, *, stop_early, max_iter=None):
+    def _run_solver(
+        self, train, params0, validation, state, *, stop_early, max_iter=None, checkpoint=None, resume=None
+    ):
         solver = get_solver(self.solver)
         config = MinibatchConfig(
             batch_size=self.batch_size,
@@ -511,6 +558,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             state=state,
             validation=validation,
             stop_early=stop_early,
+            checkpoint=checkpoint,
+            resume=resume,
         )
         if stop_early and not result.converged:
             warnings.warn(

@@ -158,7 +158,7 @@ class SoftmaxObjective:
         """The objective's value (computed with its gradient; the pass costs the same)."""
         return self.loss_grad(params, rows)[0]
 
-    def minibatches(self, rng, batch_size, shuffle=True):
+    def minibatches(self, rng, batch_size, shuffle=True, skip=0):
         """Yield one epoch of minibatches, each for :meth:`loss_grad`'s ``rows``.
 
         In-memory data: batches of a permutation of all rows.  Streamed data: the
@@ -173,23 +173,37 @@ class SoftmaxObjective:
             Draws the permutations; a fixed seed reproduces the epoch.
         batch_size : int
         shuffle : bool, default=True
+        skip : int, default=0
+            Batches at the start of the epoch to pass over (resuming an epoch from a
+            checkpoint): ``rng`` draws what it would have drawn for them, but their
+            rows are neither gathered nor read from the source.
         """
         if not self.streamed:
             order = rng.permutation(self.n_samples) if shuffle else np.arange(self.n_samples)
-            for start in range(0, self.n_samples, batch_size):
+            for start in range(skip * batch_size, self.n_samples, batch_size):
                 yield Minibatch(*self._take(np.sort(order[start : start + batch_size])))
             return
-        chunk_order = rng.permutation(self.X.n_chunks) if shuffle else range(self.X.n_chunks)
+        chunk_order = list(rng.permutation(self.X.n_chunks) if shuffle else range(self.X.n_chunks))
+        while chunk_order and skip:
+            lo, hi = self.X.source.bounds[chunk_order[0]]
+            n_batches = -(-(hi - lo) // batch_size)
+            if n_batches > skip:
+                break
+            if shuffle:
+                rng.permutation(hi - lo)  # the draw this chunk's batches would have taken
+            skip -= n_batches
+            chunk_order.pop(0)
         with PassProgress(self.n_samples, self.X.bytes_per_row, self.verbose > 1) as bar:
             # Batches are drawn per source chunk, on the host, so that they depend on
             # the source and the seed alone (not on device memory, which sizes pieces).
             for lo, hi, X in self.X.chunks(chunk_order):
                 local = rng.permutation(hi - lo) if shuffle else np.arange(hi - lo)
-                for start in range(0, hi - lo, batch_size):
+                for start in range(skip * batch_size, hi - lo, batch_size):
                     picked = np.sort(local[start : start + batch_size])
                     positions = self.backend.asarray(picked + lo)
                     X_batch = self.backend.asarray(X[picked])
                     yield Minibatch(X_batch, self.y[positions], self.sample_weight[positions])
+                skip = 0
                 bar.update(hi - lo)
 
     def _take(self, rows):

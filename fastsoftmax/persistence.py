@@ -44,6 +44,23 @@ def _jsonable(value):
     return value
 
 
+def params_as_json(model):
+    """The estimator's hyper-parameters as JSON values.
+
+    A backend object becomes "auto" and a RandomState None (neither can be written);
+    a class_weight dict becomes a list of ``[label, weight]`` pairs.
+    """
+    params = {k: _jsonable(v) for k, v in model.get_params(deep=False).items()}
+    params["dtype"] = np.dtype(params["dtype"]).name
+    if not isinstance(params["backend"], str):
+        params["backend"] = "auto"
+    if not (params["random_state"] is None or isinstance(params["random_state"], int)):
+        params["random_state"] = None
+    if params["class_weight"] is not None and params["class_weight"] != "balanced":
+        params["class_weight"] = [[_jsonable(k), float(v)] for k, v in params["class_weight"].items()]
+    return params
+
+
 def save_model(model, path):
     """Write a fitted :class:`SoftmaxClassifier` to ``path`` (a ``.npz`` file).
 
@@ -67,14 +84,7 @@ def save_model(model, path):
 
     check_is_fitted(model, "coef_")
     kind = _label_kind(model.classes_)
-    params = {k: _jsonable(v) for k, v in model.get_params(deep=False).items()}
-    params["dtype"] = np.dtype(params["dtype"]).name
-    if not isinstance(params["backend"], str):
-        params["backend"] = "auto"
-    if not (params["random_state"] is None or isinstance(params["random_state"], int)):
-        params["random_state"] = None
-    if params["class_weight"] is not None and params["class_weight"] != "balanced":
-        params["class_weight"] = [[_jsonable(k), float(v)] for k, v in params["class_weight"].items()]
+    params = params_as_json(model)
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -18,10 +18,12 @@ objective sums its loss in float64 even for float32 data, which is what lets flo
 fits get within a few 1e-4 of the float64 optimum before that happens.
 """
 
+import functools
 import math
 
 import numpy as np
 
+from ..checkpoint import reading
 from ..progress import Progress
 from .result import SolverResult
 
@@ -140,7 +142,52 @@ def _zoom(phi, f0, slope0, lo, hi, budget):
     return None
 
 
-def lbfgs(objective, params0, *, max_iter, tol, verbose=0, history_size=10, **_unused):
+def _snapshot(params, grads, f, history, loss_curve, n_iter, stopped):
+    """Checkpoint entries of an L-BFGS run (see :mod:`fastsoftmax.checkpoint`)."""
+    entries = {
+        "solver": "lbfgs",
+        "W": params[0],
+        "b": params[1],
+        "dW": grads[0],
+        "db": grads[1],
+        "f": f,
+        "loss_curve": loss_curve,
+        "steps": n_iter,
+        "stopped": stopped,
+        "history_size": len(history),
+    }
+    for i, (s, y, rho) in enumerate(history):
+        entries.update({f"s{i}_W": s[0], f"s{i}_b": s[1], f"y{i}_W": y[0], f"y{i}_b": y[1], f"rho{i}": rho})
+    return entries
+
+
+def _restore(saved, asarray):
+    """``params, grads, f, history, loss_curve, n_iter, stopped`` from a checkpoint's state."""
+    if saved["solver"] != "lbfgs":
+        raise ValueError(f"the checkpoint is of solver={saved['solver']!r}, not 'lbfgs'")
+
+    def pair(prefix):
+        return asarray(saved[f"{prefix}_W"]), asarray(saved[f"{prefix}_b"])
+
+    history = [
+        # rho is a backend scalar, as the running solver keeps it.
+        (pair(f"s{i}"), pair(f"y{i}"), asarray(saved[f"rho{i}"])[()])
+        for i in range(int(saved["history_size"]))
+    ]
+    return (
+        (asarray(saved["W"]), asarray(saved["b"])),
+        (asarray(saved["dW"]), asarray(saved["db"])),
+        float(saved["f"]),
+        history,
+        [float(v) for v in saved["loss_curve"]],
+        int(saved["steps"]),
+        saved["stopped"],
+    )
+
+
+def lbfgs(
+    objective, params0, *, max_iter, tol, verbose=0, history_size=10, checkpoint=None, resume=None, **_unused
+):
     """Minimise ``objective`` from ``params0`` with L-BFGS.
 
     Parameters
@@ -153,23 +200,43 @@ def lbfgs(objective, params0, *, max_iter, tol, verbose=0, history_size=10, **_u
     verbose : int
     history_size : int, default=10
         Curvature pairs kept (SciPy's and scikit-learn's default).
+    checkpoint : CheckpointWriter, optional
+        Told of every iteration, and written to when the run ends.
+    resume : SavedFit, optional
+        A checkpoint to continue from; ``params0`` is then unused.
 
     Returns
     -------
     SolverResult
+
+    Raises
+    ------
+    FloatingPointError
+        When the objective is not finite at the starting point.
     """
     ftol = 64 * np.finfo(np.float64).eps
-    params = tuple(p.copy() for p in params0)
-    f, grads = objective.loss_grad(params)
-    history, loss_curve = [], []
-    converged, message = False, f"reached max_iter={max_iter}"
-    n_iter = 0
+    if resume is None:
+        params = tuple(p.copy() for p in params0)
+        f, grads = objective.loss_grad(params)
+        history, loss_curve, n_iter, stopped = [], [], 0, None
+        if not math.isfinite(f):
+            raise FloatingPointError(
+                f"the objective is {f} at the starting point; the features or the starting "
+                "parameters are too large for the dtype"
+            )
+    else:
+        with reading(resume):
+            params, grads, f, history, loss_curve, n_iter, stopped = _restore(
+                resume.state, objective.backend.asarray
+            )
+    converged, message = stopped is not None and not stopped.startswith("the line search"), stopped
     with Progress(max_iter, "lbfgs", verbose > 0) as progress:
-        while True:
+        while stopped is None:
             if _max_abs(grads) <= tol:
                 converged, message = True, f"every gradient entry is at most tol={tol}"
                 break
             if n_iter >= max_iter:
+                message = f"reached max_iter={max_iter}"
                 break
             direction = _two_loop_direction(grads, history)
             slope0 = float(_dot(grads, direction))
@@ -183,11 +250,14 @@ def lbfgs(objective, params0, *, max_iter, tol, verbose=0, history_size=10, **_u
             def phi(t, params=params, direction=direction):
                 trial = _axpy(t, direction, params)
                 f_t, g_t = objective.loss_grad(trial)
+                if not math.isfinite(f_t):
+                    # Overflow at a step too long: infinitely bad, so the search shortens it.
+                    return math.inf, math.nan, trial, g_t
                 return f_t, float(_dot(g_t, direction)), trial, g_t
 
             found = _strong_wolfe(phi, f, slope0, t0)
             if found is None:
-                message = (
+                stopped = message = (
                     f"the line search found no decrease: the objective is at the precision of "
                     f"{np.dtype(objective.dtype).name} (dtype='float64' reaches a tighter optimum)"
                 )
@@ -196,7 +266,11 @@ def lbfgs(objective, params0, *, max_iter, tol, verbose=0, history_size=10, **_u
             s = tuple(t * d for d in direction)
             y = tuple(gn - g for gn, g in zip(new_grads, grads))
             sy = _dot(s, y)
-            if float(sy) > np.finfo(objective.dtype).eps * float(_dot(y, y)):
+            # SciPy's L-BFGS-B test: keep the pair when the curvature is positive
+            # relative to the step's predicted decrease -t g.d.  Both sides scale alike
+            # with the features; a test against y.y does not, and rejected every pair
+            # for features of 1e6 in float32 (the fit stalled on steepest descent).
+            if float(sy) > np.finfo(objective.dtype).eps * (-t * slope0):
                 history.append((s, y, 1.0 / sy))
                 del history[:-history_size]
             decrease = (f - f_new) / max(abs(f), abs(f_new), 1.0)
@@ -205,8 +279,15 @@ def lbfgs(objective, params0, *, max_iter, tol, verbose=0, history_size=10, **_u
             loss_curve.append(f)
             progress.step(f)
             if decrease <= ftol:
-                converged, message = True, f"relative decrease of the objective below {ftol:.2g}"
+                converged = True
+                stopped = message = f"relative decrease of the objective below {ftol:.2g}"
                 break
+            if checkpoint is not None:
+                checkpoint.step(
+                    functools.partial(_snapshot, params, grads, f, history, loss_curve, n_iter, None)
+                )
+    if checkpoint is not None:
+        checkpoint.write(_snapshot(params, grads, f, history, loss_curve, n_iter, stopped))
     return SolverResult(
         params=params, n_iter=n_iter, converged=converged, loss_curve=loss_curve, message=message
     )

@@ -11,11 +11,14 @@ consecutive epochs ends the fit -- or, with the "adaptive" schedule, divides the
 learning rate by 5 until it falls below 1e-6.
 """
 
+import copy
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..checkpoint import reading, restore_rng, rng_state
 from ..progress import Progress
 from .result import SolverResult
 
@@ -48,6 +51,7 @@ class MinibatchState:
     lr: float | None = None
     best_score: float = math.inf
     no_improvement: int = 0
+    steps: int = 0  # minibatch updates, over every call
 
 
 def learning_rate_at(config, state, max_iter):
@@ -69,8 +73,86 @@ def _copy(params):
     return tuple(p.copy() for p in params)
 
 
+@dataclass
+class _Run:
+    """One call's progress: what a checkpoint holds besides :class:`MinibatchState`."""
+
+    params: tuple
+    loss_curve: list
+    validation_curve: list
+    best_params: tuple | None = None
+    best_validation: float = math.inf
+    epochs_run: int = 0
+    batches_done: int = 0  # of the current epoch
+    epoch_loss: float = 0.0  # weighted sum over those batches
+    stopped: str | None = None  # why the fit converged, once it has
+
+
+def _snapshot(run, state, epoch_rng):
+    """Checkpoint entries of a run (see :mod:`fastsoftmax.checkpoint`)."""
+    entries = {
+        "solver": state.solver,
+        "W": run.params[0],
+        "b": run.params[1],
+        "loss_curve": run.loss_curve,
+        "validation_curve": run.validation_curve,
+        "best_validation": run.best_validation,
+        "epochs_run": run.epochs_run,
+        "batches_done": run.batches_done,
+        "epoch_loss": run.epoch_loss,
+        "stopped": run.stopped,
+        "epoch": state.epoch,
+        "lr": state.lr,
+        "best_score": state.best_score,
+        "no_improvement": state.no_improvement,
+        "steps": state.steps,
+        **state.update.state_dict(),
+        # The generator as the epoch began: a resume redraws the epoch's order.
+        **rng_state(epoch_rng, "epoch_"),
+    }
+    if run.best_params is not None:
+        entries.update(best_W=run.best_params[0], best_b=run.best_params[1])
+    return entries
+
+
+def _restore(saved, state, asarray):
+    """The run a checkpoint holds, with ``state`` advanced to it in place."""
+    if saved["solver"] != state.solver:
+        raise ValueError(f"the checkpoint is of solver={saved['solver']!r}, not {state.solver!r}")
+    state.epoch = int(saved["epoch"])
+    state.lr = None if saved["lr"] is None else float(saved["lr"])
+    state.best_score = float(saved["best_score"])
+    state.no_improvement = int(saved["no_improvement"])
+    state.steps = int(saved["steps"])
+    state.update.load_state_dict(saved, asarray)
+    restore_rng(state.rng, saved, "epoch_")
+    best = (asarray(saved["best_W"]), asarray(saved["best_b"])) if "best_W" in saved else None
+    return _Run(
+        params=(asarray(saved["W"]), asarray(saved["b"])),
+        loss_curve=[float(v) for v in saved["loss_curve"]],
+        validation_curve=[float(v) for v in saved["validation_curve"]],
+        best_params=best,
+        best_validation=float(saved["best_validation"]),
+        epochs_run=int(saved["epochs_run"]),
+        batches_done=int(saved["batches_done"]),
+        epoch_loss=float(saved["epoch_loss"]),
+        stopped=saved["stopped"],
+    )
+
+
 def minibatch(
-    objective, params0, *, max_iter, tol, config, state, verbose=0, validation=None, stop_early=True
+    objective,
+    params0,
+    *,
+    max_iter,
+    tol,
+    config,
+    state,
+    verbose=0,
+    validation=None,
+    stop_early=True,
+    checkpoint=None,
+    resume=None,
 ):
     """Run up to ``max_iter`` epochs of minibatch descent.
 
@@ -92,6 +174,11 @@ def minibatch(
         seen on it are returned.
     stop_early : bool
         False runs exactly ``max_iter`` epochs (``partial_fit``).
+    checkpoint : CheckpointWriter, optional
+        Told of every minibatch update, and written to when the run ends.
+    resume : SavedFit, optional
+        A checkpoint to continue from, part-way through an epoch if it was written
+        there; ``params0`` is then unused.
 
     Returns
     -------
@@ -102,61 +189,71 @@ def minibatch(
     FloatingPointError
         When the loss stops being finite (the learning rate is too large).
     """
-    params = _copy(params0)
-    best_params, best_validation = None, math.inf
+    asarray = objective.backend.asarray
+    if resume is None:
+        run = _Run(params=_copy(params0), loss_curve=[], validation_curve=[])
+    else:
+        with reading(resume):
+            run = _restore(resume.state, state, asarray)
     n = objective.n_samples
     batch_size = min(config.batch_size, n)
-    loss_curve, validation_curve = [], []
-    converged, message = False, f"reached max_iter={max_iter}"
-    epochs_run = 0
     with Progress(max_iter, "epoch", verbose > 0) as progress:
-        for _ in range(max_iter):
+        while run.stopped is None and run.epochs_run < max_iter:
             lr = learning_rate_at(config, state, max_iter)
-            epoch_loss = 0.0
-            for batch in objective.minibatches(state.rng, batch_size, config.shuffle):
-                loss, grads = objective.loss_grad(params, batch)
+            epoch_rng = copy.deepcopy(state.rng)
+            batches = objective.minibatches(state.rng, batch_size, config.shuffle, skip=run.batches_done)
+            for batch in batches:
+                loss, grads = objective.loss_grad(run.params, batch)
                 if not math.isfinite(loss):
                     raise FloatingPointError(
-                        f"the loss became {loss} in epoch {state.epoch + 1} (learning rate {lr:g}); "
-                        "lower learning_rate_init"
+                        f"the loss became {loss} in epoch {state.epoch + 1}, minibatch {run.batches_done + 1} "
+                        f"(learning rate {lr:g}); lower learning_rate_init"
                     )
-                state.update.step_(params, grads, lr)
-                epoch_loss += loss * batch.y.shape[0]
-            state.epoch += 1
-            epochs_run += 1
-            loss_curve.append(epoch_loss / n)
-            score = loss_curve[-1]
-            if validation is not None:
-                score = validation.loss(params)
-                validation_curve.append(score)
-            progress.step(loss_curve[-1], lr=f"{lr:.3g}")
-            if validation is not None and score < best_validation:
-                # The best parameters are the lowest validation loss seen, whether
-                # or not it beat the previous best by tol (which only drives stopping).
-                best_validation = score
-                best_params = _copy(params)
-            if score < state.best_score - tol:
-                state.best_score = score
-                state.no_improvement = 0
-            else:
-                state.no_improvement += 1
-            if not stop_early or state.no_improvement < config.n_iter_no_change:
-                continue
-            if config.learning_rate == "adaptive" and lr / 5 >= _MIN_ADAPTIVE_LR:
-                state.lr = lr / 5
-                state.no_improvement = 0
-                continue
-            converged = True
-            message = f"score did not improve by tol={tol} for {config.n_iter_no_change} epochs"
-            break
-    if best_params is not None:
-        params = best_params
+                state.update.step_(run.params, grads, lr)
+                state.steps += 1
+                run.epoch_loss += loss * batch.y.shape[0]
+                run.batches_done += 1
+                if checkpoint is not None:
+                    checkpoint.step(functools.partial(_snapshot, run, state, epoch_rng))
+            _end_epoch(run, state, config, objective, validation, lr, tol, stop_early, progress)
+    if checkpoint is not None:
+        checkpoint.write(_snapshot(run, state, state.rng))
     return SolverResult(
-        params=params,
-        n_iter=epochs_run,
-        converged=converged,
-        loss_curve=loss_curve,
-        message=message,
+        params=run.best_params if run.best_params is not None else run.params,
+        n_iter=run.epochs_run,
+        converged=run.stopped is not None,
+        loss_curve=run.loss_curve,
+        message=run.stopped or f"reached max_iter={max_iter}",
         state=state,
-        validation_loss_curve=validation_curve,
+        validation_loss_curve=run.validation_curve,
     )
+
+
+def _end_epoch(run, state, config, objective, validation, lr, tol, stop_early, progress):
+    """Record an epoch's loss, keep the best parameters, and apply the stopping rule."""
+    state.epoch += 1
+    run.epochs_run += 1
+    run.loss_curve.append(run.epoch_loss / objective.n_samples)
+    run.batches_done, run.epoch_loss = 0, 0.0
+    score = run.loss_curve[-1]
+    if validation is not None:
+        score = validation.loss(run.params)
+        run.validation_curve.append(score)
+    progress.step(run.loss_curve[-1], lr=f"{lr:.3g}")
+    if validation is not None and score < run.best_validation:
+        # The best parameters are the lowest validation loss seen, whether or not it
+        # beat the previous best by tol (which only drives stopping).
+        run.best_validation = score
+        run.best_params = _copy(run.params)
+    if score < state.best_score - tol:
+        state.best_score = score
+        state.no_improvement = 0
+    else:
+        state.no_improvement += 1
+    if not stop_early or state.no_improvement < config.n_iter_no_change:
+        return
+    if config.learning_rate == "adaptive" and lr / 5 >= _MIN_ADAPTIVE_LR:
+        state.lr = lr / 5
+        state.no_improvement = 0
+        return
+    run.stopped = f"score did not improve by tol={tol} for {config.n_iter_no_change} epochs"

@@ -2,7 +2,8 @@
 
 Each rule updates the parameter arrays in place from a gradient and a learning rate,
 with backend array arithmetic only, and keeps its state (velocity, moments) between
-calls so that ``partial_fit`` can continue where it stopped.
+calls so that ``partial_fit`` can continue where it stopped, and hands that state to
+checkpoints (``state_dict``) and takes it back on resume (``load_state_dict``).
 """
 
 
@@ -39,6 +40,17 @@ class Sgd:
             else:
                 p += v
 
+    def state_dict(self):
+        """The velocity, as checkpoint entries (none before the first step)."""
+        if self.velocity is None:
+            return {"sgd_has_velocity": False}
+        return {"sgd_has_velocity": True, "velocity_W": self.velocity[0], "velocity_b": self.velocity[1]}
+
+    def load_state_dict(self, state, asarray):
+        """Restore what :meth:`state_dict` saved; ``asarray`` moves arrays to the backend."""
+        if state["sgd_has_velocity"]:
+            self.velocity = [asarray(state["velocity_W"]), asarray(state["velocity_b"])]
+
 
 class Adam:
     """Adam (Kingma and Ba, 2015) with bias correction folded into the step size.
@@ -68,6 +80,23 @@ class Adam:
             v *= b2
             v += (1 - b2) * (g * g)
             p -= lr_t * m / (v**0.5 + self.epsilon)
+
+    def state_dict(self):
+        """The step count and moments, as checkpoint entries."""
+        state = {"adam_t": self.t}
+        if self.moments is not None:
+            (m_W, v_W), (m_b, v_b) = self.moments
+            state.update(adam_m_W=m_W, adam_v_W=v_W, adam_m_b=m_b, adam_v_b=v_b)
+        return state
+
+    def load_state_dict(self, state, asarray):
+        """Restore what :meth:`state_dict` saved; ``asarray`` moves arrays to the backend."""
+        self.t = int(state["adam_t"])
+        if self.t:  # the moments exist from the first step on
+            self.moments = [
+                (asarray(state["adam_m_W"]), asarray(state["adam_v_W"])),
+                (asarray(state["adam_m_b"]), asarray(state["adam_v_b"])),
+            ]
 
 
 UPDATE_RULES = {"sgd": Sgd, "adam": Adam}
