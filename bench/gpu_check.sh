@@ -6,6 +6,7 @@
 #     OUT=/tmp/gpu_out bash bench/gpu_check.sh                  # tests sanitize stream
 #     OUT=/tmp/gpu_out bash bench/gpu_check.sh stream           # only what a rerun needs
 #     OUT=/tmp/gpu_out bash bench/gpu_check.sh tests sanitize stream suite
+#     OUT=/tmp/gpu_out bash bench/gpu_check.sh determinism      # the cost of deterministic=True
 #
 # Always: installs the project (no dependencies: the machine has no package index, and
 # numpy, numba, numba-cuda, cupy, scipy, scikit-learn, pytest and pytest-timeout are
@@ -20,9 +21,13 @@
 #               entry points that the driver lacks, and each probe reads as an error)
 #     stream    python3 -m bench.gpu_stream                      -> OUT/gpu_stream.{json,log}
 #     suite     python3 -m bench gpu (heavy; not by default) -> OUT/gpu_suite/ and OUT/gpu_suite.log
+#     determinism
+#               python3 -m bench gpu --only determinism (the ceilings, then one pass with
+#               deterministic=True and False; not by default)
+#                                             -> OUT/gpu_determinism/ and OUT/gpu_determinism.log
 #
 # On an H100 the sanitize step took 15 s and the stream step 40 s; the tests step takes
-# what the GPU tests take; the suite step has not been timed on a GPU yet.  Every step
+# what the GPU tests take; the suite and determinism steps have not been timed on a GPU yet.  Every step
 # stops at its time limit.  A lent machine stops a command at 10 minutes: run the suite
 # step alone (install 60 s + suite 480 s), and the other steps in a separate command.
 # A suite stopped at its limit keeps what it measured in OUT/gpu_suite/results.json.  A summary of the exit codes ends
@@ -36,14 +41,14 @@ mkdir -p "$OUT"
 
 # Seconds per step, at most (override from the environment).
 : "${INSTALL_TIMEOUT:=60}" "${TESTS_TIMEOUT:=180}" "${SANITIZE_TIMEOUT:=75}" "${STREAM_TIMEOUT:=180}"
-: "${SUITE_TIMEOUT:=480}"
+: "${SUITE_TIMEOUT:=480}" "${DETERMINISM_TIMEOUT:=240}"
 
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(tests sanitize stream)
 for step in "${steps[@]}"; do
     case "$step" in
-        tests | sanitize | stream | suite) ;;
-        *) echo "unknown step '$step'; expected any of: tests sanitize stream suite" >&2; exit 2 ;;
+        tests | sanitize | stream | suite | determinism) ;;
+        *) echo "unknown step '$step'; expected any of: tests sanitize stream suite determinism" >&2; exit 2 ;;
     esac
 done
 
@@ -122,6 +127,10 @@ for step in "${steps[@]}"; do
         suite)
             run suite "$OUT/gpu_suite.log" "$SUITE_TIMEOUT" \
                 python3 -m bench gpu --output "$OUT/gpu_suite"
+            ;;
+        determinism)
+            run determinism "$OUT/gpu_determinism.log" "$DETERMINISM_TIMEOUT" \
+                python3 -m bench gpu --only determinism --output "$OUT/gpu_determinism"
             ;;
     esac
 done

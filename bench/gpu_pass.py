@@ -151,7 +151,8 @@ def _synchronize():
     cupy.cuda.Device().synchronize()
 
 
-def _oom_errors():
+def oom_errors():
+    """The out-of-memory errors of CuPy, fastsoftmax and (when loaded) PyTorch, for an ``except``."""
     import cupy
 
     from fastsoftmax.backends import DeviceMemoryError
@@ -286,7 +287,7 @@ def measure_implementation(name, problem, repeats, expected=None):
     result = None
     try:
         result = _measure(name, problem, repeats, expected, fields)
-    except _oom_errors() as exc:
+    except oom_errors() as exc:
         message = str(exc).strip().splitlines()[0]
         fields.update(out_of_memory=message, tried_bytes=oom_tried_bytes(message))
     except Exception as exc:  # noqa: BLE001 (any failure of one implementation is its row's finding)
@@ -305,7 +306,7 @@ def run_workload(workload, names, repeats, ceiling, seed=0):
     floor_s = workload.floor_s(ceiling["gemm_fp32_best"], ceiling["hbm_bandwidth"])
     try:
         problem = gpu_peers.make_device_problem(workload.n, workload.d, workload.c, seed)
-    except _oom_errors() as exc:
+    except oom_errors() as exc:
         gpu_ceilings.free_device_memory()
         message = f"the problem itself does not fit: {str(exc).strip().splitlines()[0]}"
         return [{**workload.fields(), "implementation": name, "out_of_memory": message} for name in names]

@@ -14,7 +14,10 @@ A suite runs, in one process and on the same data for every implementation:
 4. ``accuracy``: time-to-accuracy of a full fit, the wall time until the objective is within
    1e-6 relative of scikit-learn's optimum, with held-out accuracy (``bench.accuracy``);
 5. ``kernel`` (gpu suite): the fused softmax-gradient kernel alone against the copy
-   bandwidth.
+   bandwidth;
+6. ``determinism`` (gpu suite): one pass with ``CudaBackend(deterministic=True)``, the
+   default, against ``deterministic=False``, on a workload sized so that their chunks
+   differ (``bench.gpu_determinism``): both times and their ratio.
 
 Everything goes to one folder: ``results.json`` (the machine description, the exact
 command, the ceilings and every row; rewritten after each stage, so a run stopped early
@@ -35,7 +38,8 @@ from dataclasses import dataclass, field
 from . import machine, plots, report
 from .workloads import BYTE_MODEL, FLOP_MODEL, Workload, failure, parse
 
-STAGES = ("passes", "sweeps", "accuracy", "kernel")
+STAGES = ("passes", "sweeps", "accuracy", "kernel", "determinism")
+GPU_STAGES = ("kernel", "determinism")
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ class Suite:
     workloads : tuple of str
         ``NxDxC`` specs (or, on the GPU, names of ``bench.gpu_pass.WORKLOADS``) of the pass table.
     repeats : int
-        Timed passes per implementation in the pass table (and the kernel stage).
+        Timed passes per implementation in the pass table (and the kernel and determinism stages).
     sweep_base : tuple of int
         (N, D, C) held fixed while one of them is swept.
     sweeps : dict of str to tuple of int
@@ -245,7 +249,7 @@ def run_suite(suite, directory, command, stages=STAGES, draw_plots=True):
     command : str
         The exact command line, stored in the results.
     stages : iterable of str
-        Any of ``STAGES``; "kernel" runs on the GPU only.
+        Any of ``STAGES``; those of ``GPU_STAGES`` run on the GPU only.
     draw_plots : bool
         Draw the sweep plots (skipped, with the reason in the results, without matplotlib).
 
@@ -364,6 +368,22 @@ def run_suite(suite, directory, command, stages=STAGES, draw_plots=True):
             payload["problems"].append(f"kernel: {why}")
         out.save()
 
+    if "determinism" in stages and suite.platform == "gpu":
+        from . import gpu_determinism
+
+        report.log("determinism: deterministic=True against False")
+        try:
+            determinism = gpu_determinism.run(suite.repeats)
+        except Exception as exc:  # noqa: BLE001 (reported like any other failure; the results so far are kept)
+            traceback.print_exc()
+            determinism = {"error": f"{type(exc).__name__}: {exc}"}
+        payload["determinism"] = determinism
+        out.print("", *gpu_determinism.report_lines(determinism))
+        why = failure(determinism)
+        if why:
+            payload["problems"].append(f"determinism: {why}")
+        out.save()
+
     if payload["problems"]:
         out.print("", "PROBLEMS:", *(f"  {p}" for p in payload["problems"]))
     out.print("", f"wrote {os.path.join(directory, 'results.json')} and report.txt")
@@ -452,9 +472,10 @@ def main(argv=None, prog="python -m bench"):
 def _configured(args):
     """The named suite with the command line's overrides; SystemExit naming a bad value."""
     suite = SUITES[args.suite]
-    if suite.platform == "cpu" and args.only == ["kernel"]:
+    if suite.platform == "cpu" and set(args.only) <= set(GPU_STAGES):
+        verb = "stage runs" if len(args.only) == 1 else "stages run"
         raise SystemExit(
-            f"the kernel stage runs in the gpu suite only; suite {suite.name!r} has nothing to run"
+            f"the {' and '.join(args.only)} {verb} in the gpu suite only; suite {suite.name!r} has nothing to run"
         )
     overrides = {}
     if args.repeats is not None:

@@ -29,10 +29,11 @@ from .checkpoint import (
 from .objective import SoftmaxObjective
 from .params import validate_params
 from .persistence import params_as_json
+from .scaling import feature_preconditioner
 from .solvers import UPDATE_RULES, MinibatchConfig, get_solver
 from .solvers.minibatch import MinibatchState
 from .sources import DataSourceError, is_source_like, open_source
-from .streaming import SourceFeatures, row_chunks
+from .streaming import SourceFeatures, map_row_chunks
 from .validation import check_dtype, check_sample_weight, is_device_array, to_host
 
 MINIBATCH_SOLVERS = ("sgd", "adam")
@@ -297,6 +298,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 writer = CheckpointWriter(checkpoint, context, backend.to_host, rng_state(rng, "initial_"))
         train, validation = self._objectives(backend, X, y_idx, sw, len(classes), rng)
         params0 = train.init_params() if previous is None else previous[:2]
+        extra = {}
+        if self.solver == "lbfgs":
+            extra["preconditioner"] = feature_preconditioner(X, sw, float(self.alpha), dtype)
         result = self._run_solver(
             train,
             params0,
@@ -305,6 +309,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             stop_early=True,
             checkpoint=writer,
             resume=saved,
+            **extra,
         )
         self._store(backend, result, classes)
         self.n_iter_ = result.n_iter
@@ -535,9 +540,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             solver=self.solver, backend=get_backend(self.backend).name, update=update, rng=rng
         )
 
-    def _run_solver(
-        self, train, params0, validation, state, *, stop_early, max_iter=None, checkpoint=None, resume=None
-    ):
+    def _run_solver(self, train, params0, validation, state, *, stop_early, max_iter=None, **solver_options):
         solver = get_solver(self.solver)
         config = MinibatchConfig(
             batch_size=self.batch_size,
@@ -558,8 +561,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             state=state,
             validation=validation,
             stop_early=stop_early,
-            checkpoint=checkpoint,
-            resume=resume,
+            **solver_options,
         )
         if stop_early and not result.converged:
             warnings.warn(
@@ -611,8 +613,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         """``compute(backend, X_chunk, W, b)`` over row chunks sized by the backend, on the host.
 
         The CPU backend takes all rows at once; the CUDA backend takes as many as
-        free device memory allows, so predictions never need the whole logits matrix
-        on the device.  A data source is read chunk by chunk.
+        device memory allows (halving them after an out-of-memory error), so
+        predictions never need the whole logits matrix on the device.  A data source
+        is read chunk by chunk.
         """
         backend = get_backend(self.backend)
         if _streams(X):
@@ -623,12 +626,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         else:
             X = self._check_predict_input(X)
         W, b = self._backend_params(backend)
-        step = backend.max_chunk_rows(X, len(self.classes_)) or max(1, X.shape[0])
-        parts = [
-            backend.to_host(compute(backend, X_piece, W, b))
-            for _, _, X_piece in backend.stream(row_chunks(X, step))
-        ]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return map_row_chunks(backend, X, len(self.classes_), lambda X_piece: compute(backend, X_piece, W, b))
 
     def decision_function(self, X):
         """Logits ``X @ coef_.T + intercept_``.

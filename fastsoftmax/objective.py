@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .backends import Backend, get_backend
+from .backends.cuda import halving_rows_on_out_of_memory
 from .progress import PassProgress
 from .streaming import SourceFeatures, row_chunks
 from .validation import (
@@ -65,7 +66,9 @@ class SoftmaxObjective:
     chunk_rows : int or None
         Rows handed to the backend per call; None asks the backend (the CPU backend
         takes everything at once and blocks it for its caches; the CUDA backend sizes
-        chunks from free device memory).
+        chunks from device memory).  A pass that runs out of device memory starts
+        over with half the rows per chunk, and later passes start from what worked
+        (``rows_that_fit``).
     verbose : int
         1 or more shows a bar with rows/s and bytes/s over each pass that streams
         from a data source.
@@ -83,6 +86,9 @@ class SoftmaxObjective:
 
     def __post_init__(self):
         self.scale = self.sample_weight / self.sample_weight.sum()
+        # Rows per chunk a pass fell back to after running out of device memory: later
+        # passes start there instead of failing again.
+        self.rows_that_fit = None
 
     @property
     def n_samples(self):
@@ -106,9 +112,10 @@ class SoftmaxObjective:
         )
 
     def _step(self):
-        return (
+        rows = (
             self.chunk_rows or self.backend.max_chunk_rows(self.X, self.n_classes) or max(1, self.n_samples)
         )
+        return rows if self.rows_that_fit is None else min(rows, self.rows_that_fit)
 
     def loss_grad(self, params, rows=None):
         """Return ``loss, (dW, db)`` at ``params``, over all rows or a minibatch.
@@ -124,35 +131,53 @@ class SoftmaxObjective:
         -------
         loss : float
         grads : tuple (dW, db) of backend arrays, freshly allocated
+
+        Raises
+        ------
+        DeviceMemoryError
+            When even one row per chunk runs out of device memory.
         """
         W, b = params
-        dW = self.backend.zeros(W.shape, self.dtype)
-        db = self.backend.zeros(b.shape, self.dtype)
         if rows is None:
-            pieces = self.backend.stream(row_chunks(self.X, self._step()))
-            loss = 0.0
+            X, y, scale = self.X, self.y, self.scale
             # A bar for passes over a source (in-memory passes are too quick to watch).
-            bytes_per_row = self.X.bytes_per_row if self.streamed else 0
-            with PassProgress(self.n_samples, bytes_per_row, self.verbose > 0 and self.streamed) as bar:
-                for lo, hi, X in pieces:
-                    loss += self.backend.loss_grad_accumulate_(
-                        X, self.y[lo:hi], self.scale[lo:hi], W, b, dW, db
-                    )
-                    bar.update(hi - lo)
+            show_bar = self.verbose > 0 and self.streamed
         else:
             X, y, sw = rows if isinstance(rows, Minibatch) else self._take(rows)
             total = sw.sum()
             # A minibatch whose rows all weigh zero carries no information.
             scale = sw / total if total > 0 else sw
-            loss = 0.0
-            for lo, hi, X_piece in self.backend.stream(row_chunks(X, self._step())):
-                loss += self.backend.loss_grad_accumulate_(X_piece, y[lo:hi], scale[lo:hi], W, b, dW, db)
+            show_bar = False
+
+        def data_term(step):
+            return self._data_term(X, y, scale, W, b, step, show_bar)
+
+        first = self._step()
+        (loss, dW, db), step = halving_rows_on_out_of_memory(
+            data_term, first, self.backend, X, self.n_classes
+        )
+        if step < first:
+            self.rows_that_fit = step
         if self.alpha:
-            loss += 0.5 * self.alpha * float((W * W).sum())
+            # In float64: squares of float32 weights beyond 1.8e19 would overflow.
+            W64 = W.astype(np.float64, copy=False)
+            loss += 0.5 * self.alpha * float((W64 * W64).sum())
             dW += self.alpha * W
         if not self.fit_intercept:
             db[...] = 0
         return float(loss), (dW, db)
+
+    def _data_term(self, X, y, scale, W, b, step, show_bar):
+        """``loss, dW, db`` of the data term over ``X``, from zero sums, in chunks of at most ``step`` rows."""
+        dW = self.backend.zeros(W.shape, self.dtype)
+        db = self.backend.zeros(b.shape, self.dtype)
+        loss = 0.0
+        bytes_per_row = X.bytes_per_row if isinstance(X, SourceFeatures) else 0
+        with PassProgress(X.shape[0], bytes_per_row, show_bar) as bar:
+            for lo, hi, X_piece in self.backend.stream(row_chunks(X, step)):
+                loss += self.backend.loss_grad_accumulate_(X_piece, y[lo:hi], scale[lo:hi], W, b, dW, db)
+                bar.update(hi - lo)
+        return loss, dW, db
 
     def loss(self, params, rows=None):
         """The objective's value (computed with its gradient; the pass costs the same)."""
@@ -256,12 +281,17 @@ def loss_and_grad(X, y, W, b=None, sample_weight=None, alpha=0.0, backend="auto"
     be = get_backend(backend)
     X = X if is_device_array(X) or sp.issparse(X) or is_device_sparse(X) else np.asarray(X)
     W, b, y, sample_weight = (to_host(a) for a in (W, b, y, sample_weight))
-    if X.dtype.kind not in "fiub":
+    # 16-bit floats (NumPy's float16, ml_dtypes' bfloat16) widen to float32 exactly,
+    # as fit and predict widen them.
+    narrow = X.dtype.name in ("float16", "bfloat16")
+    if X.dtype.kind not in "fiub" and not narrow:
         raise TypeError(f"X must hold real numbers, got dtype {X.dtype}")
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
     if X.shape[0] == 0:
         raise ValueError("X has no samples")
+    if narrow:
+        X = X.astype(np.float32)
     dtype = check_dtype(X.dtype) if X.dtype.kind == "f" else np.float64
     W_host = np.asarray(W, dtype=dtype)
     if W_host.ndim != 2 or W_host.shape[0] != X.shape[1]:

@@ -5,11 +5,16 @@ The objective walks its rows through :func:`row_chunks`, which yields the same
 take each; the backend's ``stream`` then moves them to where it computes (for the
 CUDA backend: copies overlapped with compute).  Positions ``lo:hi`` index the
 objective's own rows, so labels and weights (held whole) are sliced alongside.
+Predictions map over the same pieces with :func:`map_row_chunks`.
 """
 
 import numpy as np
 
+from .backends.cuda import halving_rows_on_out_of_memory
 from .sources import DataSource
+
+# Largest logits block a prediction on a backend without a memory limit computes at once.
+_HOST_LOGITS_BYTES = 64 << 20
 
 
 class SourceFeatures:
@@ -78,3 +83,37 @@ def row_chunks(X, step, order=None):
     for start in range(0, X.shape[0], step):
         stop = min(start + step, X.shape[0])
         yield start, stop, X[start:stop]
+
+
+def map_row_chunks(backend, X, n_classes, compute):
+    """``compute(X_piece)`` for each row chunk of ``X``, brought to the host and joined in row order.
+
+    Chunks take as many rows as ``backend.max_chunk_rows`` allows (all of them on the
+    CPU), so a prediction never needs the logits of every row on the device at once.
+    After a device out-of-memory error the whole map starts over with half the rows
+    per chunk (:func:`~fastsoftmax.backends.cuda.halving_rows_on_out_of_memory`).
+
+    Parameters
+    ----------
+    backend : Backend
+    X : array, sparse matrix or SourceFeatures
+    n_classes : int
+        Width of the logits a chunk needs memory for.
+    compute : callable
+        ``X_piece -> `` a backend array with one row (or one value) per row of the piece.
+
+    Returns
+    -------
+    ndarray
+    """
+
+    def run(step):
+        parts = [backend.to_host(compute(X_piece)) for _, _, X_piece in backend.stream(row_chunks(X, step))]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    # A backend without a limit (the CPU) still gets chunks: the logits of every row
+    # at once would be N x C (800 MB for 20,000 rows of 10,000 classes).
+    first = backend.max_chunk_rows(X, n_classes) or max(
+        1, min(X.shape[0], _HOST_LOGITS_BYTES // (8 * n_classes))
+    )
+    return halving_rows_on_out_of_memory(run, first, backend, X, n_classes)[0]

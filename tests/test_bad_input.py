@@ -605,7 +605,6 @@ LOSS_AND_GRAD_CASES = {
     "X-1d": ({"X": _X[:, 0]}, r"X must be 2-D \(n_samples, n_features\), got shape \(40,\)"),
     "X-3d": ({"X": _X[:, :, None]}, r"X must be 2-D .*got shape \(40, 4, 1\)"),
     "X-empty": ({"X": _X[:0], "y": _Y[:0]}, "X has no samples"),
-    "X-float16": ({"X": _X.astype(np.float16)}, r"dtype=dtype\('float16'\) is not supported"),
     "weight-negative": ({"sample_weight": -np.ones(N_SAMPLES)}, "sample_weight must be non-negative"),
     "weight-nan": ({"sample_weight": np.full(N_SAMPLES, np.nan)}, "sample_weight contains NaN"),
     "weight-short": ({"sample_weight": np.ones(3)}, "sample_weight has 3 values but X has 40 samples"),

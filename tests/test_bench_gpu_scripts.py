@@ -1,5 +1,5 @@
 """The GPU benchmark scripts (``bench/gpu_ceilings.py``, ``gpu_peers.py``, ``gpu_pass.py``,
-``gpu_stream.py``, ``gpu_sanitize.py``, and ``python -m bench gpu``), on the CPU.
+``gpu_stream.py``, ``gpu_sanitize.py``, ``gpu_determinism.py``, and ``python -m bench gpu``), on the CPU.
 
 In scope: the modules import, and ``--help`` works, without CuPy or PyTorch; the named
 workloads and the kernel's byte count; the gpu suite without CuPy stops with a message
@@ -7,7 +7,8 @@ naming CuPy; the textbook softmax gradient and the plain CuPy peer are right (ru
 NumPy in CuPy's place);
 ``gpu_stream``'s passes, rates and report on tiny data, on the CPU backend and on the CUDA
 backend in Numba's simulator (where "streamed" and "resident" are the same NumPy arrays);
-``gpu_sanitize``'s reference.
+``gpu_sanitize``'s reference; ``gpu_determinism``'s checks, timing and report on tiny data
+in Numba's simulator, and its workload size.
 Out of scope: anything measured on a device, which only ``python -m bench gpu`` and
 ``python -m bench.gpu_stream`` on a GPU machine can do.  PyTorch is never imported: CuPy and PyTorch are blocked in
 ``sys.modules`` whenever a test touches the scripts, so an import of either at module level
@@ -20,6 +21,7 @@ import importlib
 import pathlib
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -66,6 +68,7 @@ def run_blocked(code):
 def test_modules_import_without_cupy_or_torch():
     done = run_blocked(
         "import bench.gpu_ceilings, bench.gpu_peers, bench.gpu_pass, bench.gpu_stream, bench.gpu_sanitize, "
+        "bench.gpu_determinism, "
         "bench.accuracy, bench.fitters, bench.suite, bench.plots; "
         "print('imported')"
     )
@@ -299,3 +302,59 @@ def test_gpu_sanitize_reference(blocked):
     np.testing.assert_allclose(log_P, reference_log_softmax(Z.astype(np.float64) + b), rtol=1e-12)
     np.testing.assert_allclose(P.sum(axis=1), 1, rtol=1e-12)
     np.testing.assert_allclose(G.sum(axis=1), 0, atol=1e-15)
+
+
+# -- bench.gpu_determinism ------------------------------------------------------------------------
+@pytest.fixture
+def gpu_determinism(blocked):
+    return importlib.import_module("bench.gpu_determinism")
+
+
+def test_determinism_workload_is_two_and_a_half_deterministic_chunks(gpu_determinism):
+    results = doctest.testmod(gpu_determinism)
+    assert results.attempted >= 1 and results.failed == 0
+    assert gpu_determinism.workload_rows(1024) == 2560
+
+
+def perf_counter_timer(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(
+    not cuda_simulated(), reason="the simulator's smoke test; on a GPU, python -m bench gpu runs it"
+)
+def test_determinism_stage_on_tiny_data(gpu_determinism, monkeypatch):
+    """Both modes on 8 rows, 4 a chunk when deterministic and 8 by free memory: checks, times, report."""
+    from fastsoftmax.backends import cuda
+
+    per_row = 3 * 4 + 8  # float32 logits and the row loss
+    monkeypatch.setattr(cuda, "SIMULATED_TOTAL_BYTES", 5 * 4 * per_row)  # 0.5 * 0.4 of it: 4 rows
+    monkeypatch.setattr(cuda, "SIMULATED_FREE_BYTES", 2 * 8 * per_row)  # 0.5 of it: 8 rows
+    backends = {"deterministic": cuda.CudaBackend(), "free_memory": cuda.CudaBackend(deterministic=False)}
+    X, y, W, b = make_problem(8, 5, 3, np.float32, seed=6)
+    result = gpu_determinism.measure(backends, (X, y, W, b), 1, perf_counter_timer)
+    assert result["deterministic"]["chunk_rows"] == 4 and result["deterministic"]["chunks"] == 2
+    assert result["free_memory"]["chunk_rows"] == 8 and result["free_memory"]["chunks"] == 1
+    assert result["bit_identical"] and "check_failed" not in result
+    assert result["max_rel_err"] <= rtol_for(np.float32, 8) and result["loss_rel_err"] <= rtol_for(
+        np.float32, 8
+    )
+    assert result["ratio"] == result["deterministic"]["median_s"] / result["free_memory"]["median_s"]
+    lines = gpu_determinism.report_lines(result)
+    assert lines[1].startswith("  deterministic=True ") and lines[1].endswith("2 chunks of 4 rows")
+    assert lines[2].startswith("  deterministic=False") and lines[2].endswith("1 chunks of 8 rows")
+    assert "bit-identical on a second pass: True" in lines[3]
+
+
+def test_determinism_report_says_why_nothing_was_timed(gpu_determinism):
+    result = {"n_samples": 10, "n_features": 2, "n_classes": 3, "check_failed": "deterministic=True gave ..."}
+    assert gpu_determinism.report_lines(result) == [
+        "deterministic=True against deterministic=False, one pass over 10 x 2 x 3: FAILED: "
+        "check failed: deterministic=True gave ..."
+    ]

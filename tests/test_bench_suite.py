@@ -208,6 +208,8 @@ def test_fastsoftmax_bench_help(capsys):
     assert "fastsoftmax bench: error: workload '10x10': expected N x D x C" in capsys.readouterr().err
     assert cli_main(["bench", "quick", "--only", "kernel"]) == 2
     assert "the kernel stage runs in the gpu suite only" in capsys.readouterr().err
+    assert cli_main(["bench", "quick", "--only", "kernel", "determinism"]) == 2
+    assert "the kernel and determinism stages run in the gpu suite only" in capsys.readouterr().err
     assert cli_main(["bench", "quick", "--repeats", "0"]) == 2
     assert "--repeats must be at least 1" in capsys.readouterr().err
 

@@ -78,7 +78,10 @@ def test_partial_fit_continues_on_another_backend_with_fresh_moments(tiny):
     assert model._minibatch_state.backend == "cuda"
 
 
-def test_chunks_sized_from_free_memory_give_the_full_batch_result(cuda_backend, monkeypatch):
+def test_chunks_sized_from_free_memory_give_the_full_batch_result(monkeypatch):
+    from fastsoftmax.backends.cuda import CudaBackend
+
+    cuda_backend = CudaBackend(deterministic=False)
     X, y, W, b = make_problem(29, 4, 5, np.float64, seed=12)
     args = (
         cuda_backend,
@@ -103,9 +106,10 @@ def test_not_even_one_row_fitting_is_a_clear_error_and_leaves_the_model(tiny, cu
     X, y = tiny
     model = SoftmaxClassifier(alpha=1e-2, dtype="float64", max_iter=200, backend="cpu").fit(X, y)
     before = model.coef_.copy()
-    monkeypatch.setattr("fastsoftmax.backends.cuda.SIMULATED_FREE_BYTES", 16)
+    # The default, deterministic backend budgets from the device's capacity.
+    monkeypatch.setattr("fastsoftmax.backends.cuda.SIMULATED_TOTAL_BYTES", 16)
     if not cuda_backend.simulated:
-        monkeypatch.setattr(cuda_backend, "_free_bytes", lambda: 16)
+        monkeypatch.setattr(cuda_backend, "_capacity_bytes", lambda: 16)
     model.set_params(backend="cuda")
     with pytest.raises(DeviceMemoryError, match=r"one row of the pass needs \d+ bytes of device memory"):
         model.fit(X, y)
@@ -192,9 +196,9 @@ def test_backend_options_are_validated_and_survive_clone_and_pickle(tiny):
 
     with pytest.raises(ValueError, match="storage='float8' is not supported"):
         CudaBackend(storage="float8")
-    model = SoftmaxClassifier(backend=CudaBackend(storage="bfloat16", tf32=True))
+    model = SoftmaxClassifier(backend=CudaBackend(storage="bfloat16", tf32=True, deterministic=False))
     for copy in (clone(model).backend, pickle.loads(pickle.dumps(model)).backend):
-        assert (copy.storage, copy.tf32) == ("bfloat16", True)
+        assert (copy.storage, copy.tf32, copy.deterministic) == ("bfloat16", True, False)
 
 
 @pytest.mark.gpu

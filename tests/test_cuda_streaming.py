@@ -3,7 +3,7 @@
 Scope: ``fastsoftmax.backends.cuda``'s ``_HostToDevicePipeline`` (pinned, double-buffered
 copies overlapped with compute), ``CudaBackend.stream``, and the memory arithmetic that
 decides what streams and in which pieces (``_free_bytes`` under a CuPy pool limit,
-``resident``, ``max_chunk_rows``).
+``_capacity_bytes``, ``resident``, ``max_chunk_rows``).
 
 The pipeline's ordering is tested without a GPU, on a fake device whose streams run
 only when the test lets them: a schedule that runs the copy stream ahead of the
@@ -340,13 +340,13 @@ class FakeRuntime:
 
     CUDARuntimeError = FakeRuntimeError
 
-    def __init__(self, free):
-        self.free = free
+    def __init__(self, free, total):
+        self.free, self.total = free, total
         self.locked = {}  # address: bytes
         self.refuse = False
 
     def memGetInfo(self):
-        return self.free, 80 << 30
+        return self.free, self.total
 
     def hostRegister(self, ptr, size, flags):
         if self.refuse:
@@ -366,8 +366,9 @@ class DeviceCSR(sp.csr_matrix):
 
 @pytest.fixture
 def fake_gpu(monkeypatch):
-    """``fake_gpu(free, limit=0, used=0, cached=0)``: a CUDA backend that sees a GPU with that memory.
+    """``fake_gpu(free, limit=0, used=0, cached=0, total=80 GiB, deterministic=False)``: a CUDA backend.
 
+    It sees a GPU with that memory, and sizes by its free memory unless ``deterministic``.
     CuPy's memory calls (``backend.xp.cuda.runtime`` is a :class:`FakeRuntime`) and
     its CSR type are faked; nothing else of CuPy is used by the methods under test.
     """
@@ -375,9 +376,9 @@ def fake_gpu(monkeypatch):
 
     backend = CudaBackend()
 
-    def with_memory(free, limit=0, used=0, cached=0):
+    def with_memory(free, limit=0, used=0, cached=0, total=80 << 30, deterministic=False):
         pool = FakePool(limit, used, cached)
-        runtime = FakeRuntime(free)
+        runtime = FakeRuntime(free, total)
         cuda = SimpleNamespace(
             runtime=runtime, pinned_memory=SimpleNamespace(is_memory_pinned=runtime.is_memory_pinned)
         )
@@ -386,6 +387,7 @@ def fake_gpu(monkeypatch):
         monkeypatch.setattr(backend, "simulated", False)
         monkeypatch.setattr(backend, "xp", xp)
         monkeypatch.setattr(backend, "_sparse", device_sparse)
+        monkeypatch.setattr(backend, "deterministic", deterministic)
         return backend
 
     return with_memory
@@ -398,6 +400,24 @@ def test_free_memory_honours_the_pool_limit(fake_gpu):
     assert fake_gpu(free=1000, limit=700, used=300, cached=200)._free_bytes() == 400
     assert fake_gpu(free=100, limit=700, used=300, cached=200)._free_bytes() == 300
     assert fake_gpu(free=1000, limit=700, used=900)._free_bytes() == 0
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_deterministic_budget_is_the_capacity_within_the_pool_limit(fake_gpu):
+    X = np.ones((1000, 8), np.float32)  # 32,000 bytes, on the host
+    # A row takes 84 bytes: 3 float32 logits, a float64 row loss, and the row in two
+    # device buffers.  0.5 * (1 - 0.6) of 100,000 bytes holds 238 rows: 128, rounded
+    # down to a power of two, however much memory is free.
+    for free in (1000, 50_000, 100_000):
+        backend = fake_gpu(free=free, total=100_000, deterministic=True)
+        assert backend._capacity_bytes() == 100_000
+        assert backend.max_chunk_rows(X, 3) == 128
+    # The pool's limit is a setting, not a state, so it counts: 0.2 * 50,000 // 84 = 119 -> 64.
+    backend = fake_gpu(free=100_000, total=100_000, limit=50_000, used=40_000, deterministic=True)
+    assert backend._capacity_bytes() == 50_000 and backend.max_chunk_rows(X, 3) == 64
+    # 32,000 bytes over 0.6 of the capacity: X stays on the host.
+    assert isinstance(backend.resident(X), np.ndarray)
 
 
 @pytest.mark.cuda

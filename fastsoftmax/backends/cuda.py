@@ -3,8 +3,7 @@
 One pass over a chunk of rows: ``Z = X @ W`` (cuBLAS), the fused kernel rewrites
 ``Z`` into ``G = scale * (softmax(Z + b) - Y)`` and writes each row's loss, then
 ``dW += X.T @ G`` (cuBLAS, accumulating with beta = 1) and ``db += G.sum(0)``.
-Nothing returns to the host: the loss comes back as a 0-d device array, summed on
-the device in a fixed order (no atomics), so a pass is reproducible run to run.
+Nothing returns to the host: the loss comes back as a 0-d device array.
 
 Under Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, no GPU) the same class runs
 with NumPy standing in for CuPy: the GEMMs are NumPy's and the kernels run in the
@@ -16,8 +15,37 @@ each copied while the previous one is computed on (:class:`_HostToDevicePipeline
 Such a host-resident X has its pages locked (``cudaHostRegister``) for as long as the
 objective holds it, so the copy engine reads it in place at the full PCIe rate;
 pieces from elsewhere (a data source) are first copied into pinned staging buffers
-by host threads.  Chunks are sized from the free device memory at the time of the
-pass, which honours a limit set on CuPy's memory pool.
+by host threads.  Where X lives and how many rows a chunk takes are decided from the
+device's memory (next section), within a limit set on CuPy's memory pool.
+
+Determinism: no reduction of a pass uses atomics.  The row kernels reduce each row
+by a fixed butterfly; the loss and ``db`` are CuPy reductions (its own kernels, or
+CUB's DeviceReduce, which promises run-to-run reproducible sums on one device); ``dW``
+accumulates through cuBLAS GEMMs on one stream, which cuBLAS documents as bitwise
+reproducible on GPUs of the same architecture and SM count unless its atomics mode
+allows atomics: nothing here allows them, and with ``deterministic=True`` our GEMMs
+run with atomics forbidden even if other code on CuPy's cuBLAS handle allowed them.
+What remains is where the chunks are cut, since a sum in other pieces rounds
+differently.  With ``deterministic=True`` (the default) that depends only on the
+problem's shape and the device's capacity (its total memory, or CuPy's pool limit
+when lower): X is kept on the device when it fits ``RESIDENT_FRACTION`` of the
+capacity, and chunks take the rows that fit ``MEMORY_FRACTION`` of the rest, rounded
+down to a power of two (so that drivers reserving slightly different amounts of the
+same GPU model cut the same chunks).  Two runs on the same device, data and software
+then sum in the same order.  ``deterministic=False`` sizes both from the memory free
+at the time: the largest chunks that fit now, cut differently when another process
+holds memory.  Not covered: sparse X, whose ``X.T @ G`` is cuSPARSE's transposed
+SpMM, which cuSPARSE does not promise to reproduce bitwise.
+
+Out of device memory: the sizes above are estimates, and another process may take
+memory between sizing and allocating.  An allocation that fails mid-pass (CuPy's
+``OutOfMemoryError``, a cuBLAS or cuSPARSE allocation failure, Numba's driver error;
+:func:`is_out_of_memory`) makes the pass release CuPy's cached blocks and start over
+with half the rows per chunk (:func:`halving_rows_on_out_of_memory`), down to one
+row, and then raise :class:`~fastsoftmax.backends.DeviceMemoryError`.  A data set
+that does not fit when it is copied to the device stays on the host and streams.
+Such a fallback is reproducible given the same memory state, but a run that needed
+it cuts its chunks differently from one that did not.
 
 Sparse X (SciPy CSR, or CuPy's ``cupyx.scipy.sparse`` CSR) stays sparse: on the
 device as cuSPARSE CSR when it fits, else on the host with each piece converted when
@@ -41,8 +69,10 @@ Reduced precision, both off by default, each a stated accuracy trade:
 """
 
 import contextlib
+import gc
 import math
 import os
+import sys
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -61,6 +91,9 @@ MEMORY_FRACTION = 0.5
 RESIDENT_FRACTION = 0.6
 # What the simulator pretends is free: small enough that tests exercise chunking.
 SIMULATED_FREE_BYTES = 64 << 20
+# What the simulator pretends the device holds: its deterministic chunk budget,
+# MEMORY_FRACTION of the (1 - RESIDENT_FRACTION) of it, is 32 MiB, as for the free bytes.
+SIMULATED_TOTAL_BYTES = 160 << 20
 # Largest piece of X streamed from the host, in bytes.  The copy of the first piece
 # and the compute on the last overlap with nothing, so a pass over B bytes loses
 # about 2 * STREAM_PIECE_BYTES / B of the overlap (3% for 8 GiB); smaller pieces pay
@@ -85,6 +118,22 @@ LOCK_FRACTION = 0.5
 _PARALLEL_FILL_BYTES = 8 << 20
 # cublasMath_t value from cublas_api.h; CuPy's bindings name only 0 and 1.
 _CUBLAS_TF32_TENSOR_OP_MATH = 3
+# cublasAtomicsMode_t value from cublas_api.h: CUBLAS_ATOMICS_NOT_ALLOWED, cuBLAS's default.
+_CUBLAS_ATOMICS_NOT_ALLOWED = 0
+# What CuPy and Numba raise when the device has no memory left, recognised by name so
+# that neither needs importing (either may be absent).  CuPy's memory pool raises
+# this class (and its subclasses):
+_OUT_OF_MEMORY_CLASSES = {("cupy.cuda.memory", "OutOfMemoryError")}
+# The CUDA libraries raise their own error classes, with a status name in the message:
+# cupy_backends' CUDARuntimeError, CUBLASError and CuSparseError, and Numba's
+# CudaAPIError from the driver.
+_OUT_OF_MEMORY_STATUSES = (
+    "cudaErrorMemoryAllocation",
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    "CUSPARSE_STATUS_ALLOC_FAILED",
+    "CUDA_ERROR_OUT_OF_MEMORY",
+)
+_DEVICE_LIBRARIES = ("cupy", "cupy_backends", "numba")
 
 
 class CudaBackend:
@@ -96,6 +145,11 @@ class CudaBackend:
         Keep dense training data in 16 bits on the device (see the module docstring).
     tf32 : bool, default=False
         Allow TF32 tensor-core GEMMs for float32 (see the module docstring).
+    deterministic : bool, default=True
+        Size chunks, and decide whether X stays on the device, from the device's
+        capacity rather than from the memory free at the time, so that runs on the
+        same device and data give the same bits (see the module docstring).  False
+        takes the largest chunks that fit at each pass.
 
     Raises
     ------
@@ -111,7 +165,7 @@ class CudaBackend:
     name = "cuda"
     STORAGE_DTYPES = {None: None, "float16": np.float16, "bfloat16": np.uint16}
 
-    def __init__(self, storage=None, tf32=False):
+    def __init__(self, storage=None, tf32=False, deterministic=True):
         if storage not in self.STORAGE_DTYPES:
             raise ValueError(
                 f"storage={storage!r} is not supported; expected one of {list(self.STORAGE_DTYPES)}"
@@ -123,6 +177,7 @@ class CudaBackend:
 
         self.storage = storage
         self.tf32 = bool(tf32)
+        self.deterministic = bool(deterministic)
         self.simulated = cuda_simulated()
         self._kernels = kernels
         if self.simulated:
@@ -140,10 +195,10 @@ class CudaBackend:
         self._pipelines_lock = threading.Lock()
 
     def __repr__(self):
-        return f"CudaBackend(storage={self.storage!r}, tf32={self.tf32})"
+        return f"CudaBackend(storage={self.storage!r}, tf32={self.tf32}, deterministic={self.deterministic})"
 
     def __reduce__(self):
-        return (CudaBackend, (self.storage, self.tf32))
+        return (CudaBackend, (self.storage, self.tf32, self.deterministic))
 
     # -- arrays -------------------------------------------------------------------
     def asarray(self, a, dtype=None):
@@ -186,11 +241,14 @@ class CudaBackend:
     def resident(self, a, dtype=None):
         """Training data on the device if it fits the memory budget, else on the host.
 
-        Dense data is in the ``storage`` format when one is set; sparse data stays
-        CSR in ``dtype``.  Host-resident data streams to the device piece by piece
-        through :meth:`stream`; the objective's chunking keeps each piece within the
-        budget.  Host-resident dense data comes back as a view whose pages stay
-        locked for the copy engine while it lives (:meth:`_page_locked`).
+        The budget is ``RESIDENT_FRACTION`` of the device's capacity, or with
+        ``deterministic=False`` of its free memory; data whose copy to the device runs
+        out of memory stays on the host too.  Dense data is in the ``storage`` format
+        when one is set; sparse data stays CSR in ``dtype``.  Host-resident data
+        streams to the device piece by piece through :meth:`stream`; the objective's
+        chunking keeps each piece within the budget.  Host-resident dense data comes
+        back as a view whose pages stay locked for the copy engine while it lives
+        (:meth:`_page_locked`).
 
         Raises
         ------
@@ -207,16 +265,28 @@ class CudaBackend:
             if self._on_device(a):
                 return self.asarray(a, dtype)
             host = sp.csr_matrix(a, dtype=dtype)
-            nbytes = host.data.nbytes + host.indices.nbytes + host.indptr.nbytes
-            return self.asarray(host) if nbytes <= RESIDENT_FRACTION * self._free_bytes() else host
+            device = self._copied_if_room(host, host.data.nbytes + host.indices.nbytes + host.indptr.nbytes)
+            return host if device is None else device
         if hasattr(a, "__cuda_array_interface__") and self.storage is None:
             return self.asarray(a, dtype)
         host = self._to_storage(
             self.to_host(a) if hasattr(a, "__cuda_array_interface__") else np.asarray(a, dtype)
         )
-        if self.simulated or host.nbytes <= RESIDENT_FRACTION * self._free_bytes():
+        device = self.asarray(host) if self.simulated else self._copied_if_room(host, host.nbytes)
+        return self._page_locked(np.ascontiguousarray(host)) if device is None else device
+
+    def _copied_if_room(self, host, nbytes):
+        """``host`` copied to the device if its ``nbytes`` fit the resident budget and the copy succeeds, else None."""
+        room = self._capacity_bytes() if self.deterministic else self._free_bytes()
+        if nbytes > RESIDENT_FRACTION * room:
+            return None
+        try:
             return self.asarray(host)
-        return self._page_locked(np.ascontiguousarray(host))
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+        release_device_memory()  # whatever the failed copy left in CuPy's pool
+        return None
 
     def _page_locked(self, X):
         """A view of host array X whose pages stay locked for the copy engine while it lives; else X.
@@ -257,6 +327,13 @@ class CudaBackend:
                 )
             return X.astype(np.float16)
         if self.storage == "bfloat16":
+            # From halfway between bfloat16's largest value, (2 - 2**-7) * 2**127, and
+            # 2**128 on, rounding to nearest even gives +-inf: refuse, as for float16.
+            overflow = (2 - 2.0**-8) * 2.0**127
+            if X.size and np.abs(X).max() >= overflow:
+                raise ValueError(
+                    f"X has values beyond bfloat16's range (+-{overflow:.5g} rounds to inf); use storage=None"
+                )
             bits = np.ascontiguousarray(X, dtype=np.float32).view(np.uint32)
             # Round to nearest even on the 16 bits that are dropped.
             rounded = bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
@@ -303,21 +380,58 @@ class CudaBackend:
             available = min(available, max(0, limit - pool.used_bytes()))
         return available
 
+    def _capacity_bytes(self):
+        """Device memory this process may ever use: the total, or CuPy's pool limit when lower.
+
+        Unlike :meth:`_free_bytes`, it does not change with what others allocate.
+        """
+        if self.simulated:
+            return SIMULATED_TOTAL_BYTES
+        _, total = self.xp.cuda.runtime.memGetInfo()
+        limit = self.xp.get_default_memory_pool().get_limit()  # 0: no limit
+        return min(total, limit) if limit else total
+
     def max_chunk_rows(self, X, n_classes):
-        """Rows of ``X`` per chunk that fit the memory budget now.
+        """Rows of ``X`` per chunk that fit the memory budget.
+
+        The budget is ``MEMORY_FRACTION`` of what resident data leaves of the
+        device's capacity, ``(1 - RESIDENT_FRACTION)`` of it, with the rows rounded
+        down to a power of two; with ``deterministic=False``, ``MEMORY_FRACTION`` of
+        the memory free now.  Pieces streamed from the host are also capped at
+        ``STREAM_PIECE_BYTES``.
+
+        Raises
+        ------
+        DeviceMemoryError
+            When not even one row fits.
+        """
+        per_row, x_row = self._row_bytes(X, n_classes)
+        if self.deterministic:
+            budget = int(MEMORY_FRACTION * (1 - RESIDENT_FRACTION) * self._capacity_bytes())
+        else:
+            budget = int(MEMORY_FRACTION * self._free_bytes())
+        rows = budget // per_row
+        if rows < 1:
+            raise DeviceMemoryError(
+                f"one row of the pass needs {per_row} bytes of device memory "
+                f"(n_classes={n_classes}, n_features={X.shape[1]}) but only {budget} are available; "
+                "free device memory or use backend='cpu'"
+            )
+        if self.deterministic:
+            rows = 1 << (rows.bit_length() - 1)
+        if not self._on_device(X):
+            rows = min(rows, max(1, int(STREAM_PIECE_BYTES // max(x_row, 1))))
+        return rows
+
+    def _row_bytes(self, X, n_classes):
+        """``(per_row, x_row)``: the bytes a chunk needs per row, and those of a row of X as stored.
 
         Per row a pass needs its logits (``n_classes`` values, twice for sparse X,
         whose SpMM writes them column-major before they are reordered), its row
         loss, a widened copy of a 16-bit row, and, when X streams from the host, the
         row in each of the two pieces alive at once on the device (the one computed
         on and the next one, copied or, for sparse X, converted ahead of it; a GPU
-        run with a capped pool ran out of memory counting one).  Pieces streamed from the host are
-        also capped at ``STREAM_PIECE_BYTES``.
-
-        Raises
-        ------
-        DeviceMemoryError
-            When not even one row fits.
+        run with a capped pool ran out of memory counting one).
         """
         n_features = X.shape[1]
         itemsize = 4 if X.dtype.itemsize < 4 else X.dtype.itemsize  # 16-bit X computes in float32
@@ -335,18 +449,7 @@ class CudaBackend:
         per_row = (2 if sparse else 1) * itemsize * n_classes + 8
         per_row += itemsize * n_features if X.dtype.itemsize < 4 else 0
         per_row += 2 * x_row if streamed else 0
-        per_row = math.ceil(per_row)
-        budget = int(MEMORY_FRACTION * self._free_bytes())
-        rows = budget // per_row
-        if rows < 1:
-            raise DeviceMemoryError(
-                f"one row of the pass needs {per_row} bytes of device memory "
-                f"(n_classes={n_classes}, n_features={n_features}) but only {budget} are available; "
-                "free device memory or use backend='cpu'"
-            )
-        if streamed:
-            rows = min(rows, max(1, int(STREAM_PIECE_BYTES // max(x_row, 1))))
-        return rows
+        return math.ceil(per_row), x_row
 
     def stream(self, pieces):
         """Yield ``(lo, hi, X)`` for each ``(lo, hi, X_piece)`` of ``pieces``, with X on the device.
@@ -393,19 +496,31 @@ class CudaBackend:
 
     @contextlib.contextmanager
     def _gemm_mode(self):
-        """cuBLAS math mode for our GEMMs: TF32 tensor cores when asked, restored after."""
-        if not self.tf32 or self.simulated:
+        """cuBLAS modes for our GEMMs, restored after: TF32 tensor cores when asked; atomics forbidden when deterministic.
+
+        cuBLAS forbids atomics by default and nothing here allows them; the handle is
+        CuPy's, shared with the rest of the process, so a deterministic backend checks.
+        """
+        if self.simulated or not (self.tf32 or self.deterministic):
             yield
             return
         from cupy_backends.cuda.libs import cublas
 
         handle = self.xp.cuda.device.get_cublas_handle()
-        previous = cublas.getMathMode(handle)
-        cublas.setMathMode(handle, _CUBLAS_TF32_TENSOR_OP_MATH)
+        restore = []
+        if self.tf32:
+            restore.append((cublas.setMathMode, cublas.getMathMode(handle)))
+            cublas.setMathMode(handle, _CUBLAS_TF32_TENSOR_OP_MATH)
+        if self.deterministic:
+            atomics = cublas.getAtomicsMode(handle)
+            if atomics != _CUBLAS_ATOMICS_NOT_ALLOWED:
+                restore.append((cublas.setAtomicsMode, atomics))
+                cublas.setAtomicsMode(handle, _CUBLAS_ATOMICS_NOT_ALLOWED)
         try:
             yield
         finally:
-            cublas.setMathMode(handle, previous)
+            for set_mode, previous in restore:
+                set_mode(handle, previous)
 
     def logits(self, X, W, b):
         with self._gemm_mode():
@@ -441,6 +556,98 @@ class CudaBackend:
         from cupy import cublas
 
         cublas.gemm("T", "N", X, G, out=dW, alpha=1.0, beta=1.0)
+
+
+def is_out_of_memory(exc):
+    """True when ``exc`` says the device ran out of memory (CuPy, cuBLAS, cuSPARSE, the CUDA runtime or Numba).
+
+    Recognised by class and status names only, so CuPy and Numba need not be
+    installed.  A host ``MemoryError`` is not a device's: halving chunks would not help.
+
+    Parameters
+    ----------
+    exc : BaseException
+
+    Returns
+    -------
+    bool
+    """
+    if any((cls.__module__, cls.__qualname__) in _OUT_OF_MEMORY_CLASSES for cls in type(exc).__mro__):
+        return True
+    library = type(exc).__module__.partition(".")[0]
+    return library in _DEVICE_LIBRARIES and any(status in str(exc) for status in _OUT_OF_MEMORY_STATUSES)
+
+
+def release_device_memory():
+    """Hand the blocks CuPy's memory pool caches back to the driver, after the arrays holding them are gone.
+
+    The garbage collection first frees arrays kept alive by reference cycles (a failed
+    pass's frames, say).  Nothing happens where CuPy is not loaded: it holds nothing.
+    """
+    gc.collect()
+    cupy = sys.modules.get("cupy")
+    if cupy is not None:
+        cupy.get_default_memory_pool().free_all_blocks()
+
+
+def halving_rows_on_out_of_memory(attempt, rows, backend, X, n_classes):
+    """Return ``(attempt(rows), rows)``, halving ``rows`` after each device out-of-memory error.
+
+    ``attempt(rows)`` must do its whole job afresh, in chunks of at most ``rows`` rows
+    of ``X``: a pass that failed part-way is started over from zero sums, so no chunk
+    is ever counted twice.  Between tries the memory of the failed one goes back to
+    the driver (:func:`release_device_memory`).  Other errors propagate unchanged.
+    Without an error, this is one call of ``attempt(rows)``.
+
+    Parameters
+    ----------
+    attempt : callable
+        ``rows -> result``.
+    rows : int
+        Rows per chunk of the first try.
+    backend : Backend
+    X : array, sparse matrix or SourceFeatures
+        What the chunks are cut from, and ``n_classes`` the logits' width: for the
+        error's account of the memory a row needs.
+    n_classes : int
+
+    Returns
+    -------
+    result : object
+        What ``attempt`` returned.
+    rows : int
+        The rows per chunk that worked.
+
+    Raises
+    ------
+    DeviceMemoryError
+        When even one row per chunk runs out of device memory; its cause is the
+        device's error.
+    """
+    while True:
+        try:
+            return attempt(rows), rows
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            tried = min(rows, X.shape[0])  # a chunk holds at most X's rows, however many were allowed
+            if tried <= 1:
+                raise DeviceMemoryError(_one_row_failed(exc, backend, X, n_classes)) from exc
+        # Outside the except block: the failed try's frames, and the arrays they hold, are gone.
+        release_device_memory()
+        rows = tried // 2
+
+
+def _one_row_failed(exc, backend, X, n_classes):
+    """The message of the error raised when one row per chunk ran out of device memory."""
+    need = ""
+    if isinstance(backend, CudaBackend):
+        per_row = backend._row_bytes(X, n_classes)[0]
+        need = f"; a chunk needs {per_row} bytes per row, on top of X when it is on the device, W and the gradients"
+    return (
+        f"the device ran out of memory even with one row per chunk ({exc}{need}); free device memory, or use "
+        "a smaller batch_size, CudaBackend(storage='bfloat16') (X in half the memory) or backend='cpu'"
+    )
 
 
 def _unlock_pages(runtime, ptr):

@@ -7,9 +7,13 @@ stopping test.  One implementation serves every backend, so a CPU fit and a GPU 
 take the same steps.
 
 Algorithm: the two-loop recursion (Nocedal and Wright, *Numerical Optimization*,
-Alg. 7.4) with ``history_size`` pairs and the initial scaling
-``gamma = s.y / y.y``, and a line search for the strong Wolfe conditions (Alg. 3.5
-and 3.6, cubic interpolation, ``c1 = 1e-4``, ``c2 = 0.9``).  Stopping follows SciPy's
+Alg. 7.4) with ``history_size`` pairs and the initial inverse Hessian
+``gamma * diag(P)``, where P is a diagonal preconditioner (each feature's inverse
+mean square, :mod:`fastsoftmax.scaling`; the identity without one) and
+``gamma = s.y / y.P.y``, and a line search for the strong Wolfe conditions (Alg. 3.5
+and 3.6, cubic interpolation, ``c1 = 1e-4``, ``c2 = 0.9``) in which a trial step
+whose objective overflows counts as infinitely bad.  Curvature pairs are kept when
+``s.y > eps * (-t g.d)``, SciPy's scale-free test.  Stopping follows SciPy's
 L-BFGS-B as scikit-learn configures it: every gradient entry at most ``tol``
 (converged), or a relative decrease ``(f_k - f_k+1) / max(|f_k|, |f_k+1|, 1)`` at
 most ``64 eps`` of float64 (converged), or ``max_iter`` iterations, or a line search
@@ -49,17 +53,24 @@ def _max_abs(u):
     return max(float(abs(a).max()) for a in u)
 
 
-def _two_loop_direction(grads, history):
-    """``-H grads`` with H the L-BFGS inverse-Hessian estimate from ``history``."""
+def _two_loop_direction(grads, history, precondition):
+    """``-H grads`` with H the L-BFGS inverse-Hessian estimate from ``history``.
+
+    The estimate starts from ``gamma * diag(precondition)`` rather than ``gamma * I``,
+    with ``gamma = s.y / y.P.y`` from the newest pair (Nocedal and Wright, eq. 7.20,
+    in the metric of P).
+    """
     q = grads
     alphas = []
     for s, y, rho in reversed(history):
         a = rho * _dot(s, q)
         q = _axpy(-a, y, q)
         alphas.append(a)
+    q = tuple(p * qi for p, qi in zip(precondition, q))
     if history:
         s, y, _ = history[-1]
-        q = tuple(_dot(s, y) / _dot(y, y) * qi for qi in q)
+        py = tuple(p * yi for p, yi in zip(precondition, y))
+        q = tuple(_dot(s, y) / _dot(y, py) * qi for qi in q)
     for (s, y, rho), a in zip(history, reversed(alphas)):
         beta = rho * _dot(y, q)
         q = _axpy(a - beta, s, q)
@@ -186,7 +197,17 @@ def _restore(saved, asarray):
 
 
 def lbfgs(
-    objective, params0, *, max_iter, tol, verbose=0, history_size=10, checkpoint=None, resume=None, **_unused
+    objective,
+    params0,
+    *,
+    max_iter,
+    tol,
+    verbose=0,
+    history_size=10,
+    preconditioner=None,
+    checkpoint=None,
+    resume=None,
+    **_unused,
 ):
     """Minimise ``objective`` from ``params0`` with L-BFGS.
 
@@ -200,6 +221,9 @@ def lbfgs(
     verbose : int
     history_size : int, default=10
         Curvature pairs kept (SciPy's and scikit-learn's default).
+    preconditioner : ndarray of shape (n_features,), optional
+        Diagonal of the starting inverse Hessian for each feature's row of W (the
+        intercept's is 1); see :mod:`fastsoftmax.scaling`.  None: the identity.
     checkpoint : CheckpointWriter, optional
         Told of every iteration, and written to when the run ends.
     resume : SavedFit, optional
@@ -215,6 +239,10 @@ def lbfgs(
         When the objective is not finite at the starting point.
     """
     ftol = 64 * np.finfo(np.float64).eps
+    precondition = (1.0, 1.0)  # for W's rows and for b
+    if preconditioner is not None:
+        rows = np.reshape(preconditioner, (-1, 1))
+        precondition = (objective.backend.asarray(rows, params0[0].dtype), 1.0)
     if resume is None:
         params = tuple(p.copy() for p in params0)
         f, grads = objective.loss_grad(params)
@@ -238,11 +266,11 @@ def lbfgs(
             if n_iter >= max_iter:
                 message = f"reached max_iter={max_iter}"
                 break
-            direction = _two_loop_direction(grads, history)
+            direction = _two_loop_direction(grads, history, precondition)
             slope0 = float(_dot(grads, direction))
-            if not slope0 < 0:  # lost positive definiteness: restart from steepest descent
+            if not slope0 < 0:  # lost positive definiteness: restart from the preconditioned gradient
                 history.clear()
-                direction = tuple(-g for g in grads)
+                direction = _two_loop_direction(grads, history, precondition)
                 slope0 = float(_dot(grads, direction))
             # The first step is scaled to unit length, later ones start at the full step.
             t0 = 1.0 if history else min(1.0, 1.0 / math.sqrt(-slope0))

@@ -24,6 +24,8 @@ from .result import SolverResult
 
 SCHEDULES = ("constant", "invscaling", "adaptive", "cosine")
 _MIN_ADAPTIVE_LR = 1e-6
+# An epoch whose mean loss exceeds this many times the first minibatch's has diverged.
+_DIVERGED = 1e4
 
 
 @dataclass
@@ -86,6 +88,7 @@ class _Run:
     batches_done: int = 0  # of the current epoch
     epoch_loss: float = 0.0  # weighted sum over those batches
     stopped: str | None = None  # why the fit converged, once it has
+    first_loss: float | None = None  # of the call's first minibatch: the divergence yardstick
 
 
 def _snapshot(run, state, epoch_rng):
@@ -101,6 +104,7 @@ def _snapshot(run, state, epoch_rng):
         "batches_done": run.batches_done,
         "epoch_loss": run.epoch_loss,
         "stopped": run.stopped,
+        "first_loss": run.first_loss,
         "epoch": state.epoch,
         "lr": state.lr,
         "best_score": state.best_score,
@@ -137,6 +141,7 @@ def _restore(saved, state, asarray):
         batches_done=int(saved["batches_done"]),
         epoch_loss=float(saved["epoch_loss"]),
         stopped=saved["stopped"],
+        first_loss=None if saved["first_loss"] is None else float(saved["first_loss"]),
     )
 
 
@@ -209,6 +214,8 @@ def minibatch(
                         f"the loss became {loss} in epoch {state.epoch + 1}, minibatch {run.batches_done + 1} "
                         f"(learning rate {lr:g}); lower learning_rate_init"
                     )
+                if run.first_loss is None:
+                    run.first_loss = loss
                 state.update.step_(run.params, grads, lr)
                 state.steps += 1
                 run.epoch_loss += loss * batch.y.shape[0]
@@ -230,10 +237,20 @@ def minibatch(
 
 
 def _end_epoch(run, state, config, objective, validation, lr, tol, stop_early, progress):
-    """Record an epoch's loss, keep the best parameters, and apply the stopping rule."""
+    """Record an epoch's loss, keep the best parameters, and apply the stopping rule.
+
+    Raises FloatingPointError when the epoch's loss is more than ``_DIVERGED``
+    times the first minibatch's (or 1): finite, but the steps diverge, and the
+    stopping rule would otherwise take the stall for convergence.
+    """
     state.epoch += 1
     run.epochs_run += 1
     run.loss_curve.append(run.epoch_loss / objective.n_samples)
+    if run.first_loss is not None and run.loss_curve[-1] > _DIVERGED * max(run.first_loss, 1.0):
+        raise FloatingPointError(
+            f"the loss rose from {run.first_loss:.3g} to {run.loss_curve[-1]:.3g} by epoch {state.epoch} "
+            f"(learning rate {lr:g}): the steps diverge; lower learning_rate_init or standardise X"
+        )
     run.batches_done, run.epoch_loss = 0, 0.0
     score = run.loss_curve[-1]
     if validation is not None:
