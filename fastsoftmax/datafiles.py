@@ -16,19 +16,20 @@ suffix    features, labels and weights
           row detected or declared
 ========  =====================================================================
 
-``.npz`` files load with ``allow_pickle=False``, so a data file can never run
-code.  Every error names the file and raises ``FileNotFoundError`` (no such file)
-or ``ValueError`` (anything else wrong with it).  This module knows nothing of
+``.npz`` files are never unpickled and their headers are checked before anything
+is read (:mod:`fastsoftmax.npyformat`), so a data file can never run code.  Every
+error names the file and raises ``FileNotFoundError`` (no such file) or
+``ValueError`` (anything else wrong with it).  This module knows nothing of
 estimators or backends.
 """
 
 import csv
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from .npyformat import load_npz
 from .sources import ArraySource
 from .validation import integral_labels
 
@@ -103,17 +104,11 @@ def read_data(path, *, labelled, features="X", label=None, weight=None, header=N
 
 # -- .npz ------------------------------------------------------------------------------
 def _read_npz(path, features, label, weight):
-    # np.load falls back to unpickling for anything that is neither .npy nor a zip,
-    # and its refusal then talks about pickles; say what is really wrong instead.
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path}: cannot be read as .npz (not a zip archive)")
     keys = [features, label, weight]
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            files = sorted(archive.files)
-            arrays = {k: archive[k] for k in keys if k in files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path}: cannot be read as .npz ({type(exc).__name__}: {exc})") from None
+        arrays, files = load_npz(path, [k for k in keys if k is not None])
+    except ValueError as exc:
+        raise ValueError(f"{path}: cannot be read as .npz ({exc})") from None
     missing = [k for k in keys if k is not None and k not in arrays]
     if missing:
         raise ValueError(f"{path} has no array named {missing[0]!r}; it holds {files}")
@@ -144,18 +139,23 @@ def _read_csv(path, labelled, label_column, header):
     return X, integral_labels(table[:, label_index])
 
 
-def _csv_head(path, n_rows):
+def _csv_rows(path):
+    """Yield ``(line number, cells)`` per line; text that is not UTF-8 or CSV raises ValueError naming the file."""
     try:
         with open(path, newline="", encoding="utf-8") as f:
-            rows = []
-            for row in csv.reader(f):
-                if row:
-                    rows.append(row)
-                if len(rows) == n_rows:
-                    break
-            return rows
-    except (UnicodeDecodeError, csv.Error) as exc:
+            yield from enumerate(csv.reader(f), start=1)
+    except (UnicodeDecodeError, csv.Error) as exc:  # csv.Error: a field over the size limit, say
         raise ValueError(f"{path}: cannot be read as CSV text ({exc})") from None
+
+
+def _csv_head(path, n_rows):
+    rows = []
+    for _, row in _csv_rows(path):
+        if row:
+            rows.append(row)
+        if len(rows) == n_rows:
+            break
+    return rows
 
 
 def _is_number(cell):
@@ -211,25 +211,22 @@ def _csv_as_floats(path, skip_rows):
 def _csv_slow(path, skip_rows, n_columns, label_index, names):
     """Parse cell by cell: text labels are kept; any other bad cell is reported by line and column."""
     features, labels = [], []
-    with open(path, newline="", encoding="utf-8") as f:
-        for line_no, row in enumerate(csv.reader(f), start=1):
-            if line_no <= skip_rows or not row:
+    for line_no, row in _csv_rows(path):
+        if line_no <= skip_rows or not row:
+            continue
+        if len(row) != n_columns:
+            raise ValueError(f"{path}, line {line_no}: {len(row)} columns, but the first row has {n_columns}")
+        values = []
+        for j, cell in enumerate(row):
+            if j == label_index:
+                labels.append(cell.strip())
                 continue
-            if len(row) != n_columns:
-                raise ValueError(
-                    f"{path}, line {line_no}: {len(row)} columns, but the first row has {n_columns}"
-                )
-            values = []
-            for j, cell in enumerate(row):
-                if j == label_index:
-                    labels.append(cell.strip())
-                    continue
-                try:
-                    values.append(float(cell))
-                except ValueError:
-                    column = f"column {j + 1}" + (f" ({names[j]!r})" if names else "")
-                    raise ValueError(f"{path}, line {line_no}, {column}: {cell!r} is not a number") from None
-            features.append(values)
+            try:
+                values.append(float(cell))
+            except ValueError:
+                column = f"column {j + 1}" + (f" ({names[j]!r})" if names else "")
+                raise ValueError(f"{path}, line {line_no}, {column}: {cell!r} is not a number") from None
+        features.append(values)
     if not features:
         raise ValueError(f"{path} has a header but no data rows")
     X = np.array(features, dtype=np.float64)

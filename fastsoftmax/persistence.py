@@ -2,15 +2,18 @@
 
 The file holds the arrays ``coef``, ``intercept`` and ``classes`` and a JSON
 document ``metadata`` (format version, library version, class label kind,
-hyper-parameters, fitted attributes).  Loading uses ``allow_pickle=False`` and checks
-every field's presence, dtype, shape and finiteness before building the estimator,
-so a file from elsewhere can neither run code nor produce a half-valid model.
+hyper-parameters, fitted attributes).  Loading never unpickles, checks each array's
+header against the bytes in the file before reading it (:mod:`fastsoftmax.npyformat`),
+and checks every field's presence, dtype, shape and finiteness before building the
+estimator, so a file from elsewhere can neither run code nor produce a half-valid model.
 """
 
 import json
-import zipfile
+import math
 
 import numpy as np
+
+from .npyformat import load_npz
 
 FORMAT = "fastsoftmax-model"
 FORMAT_VERSION = 1
@@ -111,6 +114,16 @@ def save_model(model, path):
     )
 
 
+def _finite_number(value):
+    """Whether a JSON value is a number that a float holds finitely (10**400 is not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _fail(path, problem):
     raise ModelFileError(f"{path} is not a valid fastsoftmax model: {problem}")
 
@@ -138,24 +151,16 @@ def load_model(path, cls=None):
     if cls is None:
         from .estimator import SoftmaxClassifier as cls
     try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            _fail(path, "it holds a single array (.npy), not a .npz archive")
-        with archive:
-            missing = [k for k in _REQUIRED if k not in archive.files]
-            if missing:
-                _fail(path, f"missing entries {missing}")
-            arrays = {k: archive[k] for k in _REQUIRED}
-    except FileNotFoundError:
-        raise
-    except ModelFileError:
-        raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as exc:
-        _fail(path, f"cannot be read as .npz ({type(exc).__name__}: {exc})")
+        arrays, _ = load_npz(path, _REQUIRED)
+    except ValueError as exc:
+        _fail(path, f"cannot be read as .npz ({exc})")
+    missing = [k for k in _REQUIRED if k not in arrays]
+    if missing:
+        _fail(path, f"missing entries {missing}")
     try:
         metadata = json.loads(str(arrays["metadata"]))
-    except (json.JSONDecodeError, TypeError) as exc:
-        _fail(path, f"metadata is not JSON ({exc})")
+    except (json.JSONDecodeError, TypeError, RecursionError) as exc:  # RecursionError: deep nesting
+        _fail(path, f"metadata is not JSON ({type(exc).__name__}: {exc})")
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         _fail(path, "metadata does not name the fastsoftmax-model format")
     if metadata.get("format_version") != FORMAT_VERSION:
@@ -164,6 +169,8 @@ def load_model(path, cls=None):
     if coef.dtype not in (np.float32, np.float64) or coef.ndim != 2:
         _fail(path, f"coef must be a 2-D float32/float64 array, got {coef.dtype} of shape {coef.shape}")
     n_classes, n_features = coef.shape
+    if n_features < 1:
+        _fail(path, f"coef has shape {coef.shape}: a model needs at least one feature")
     if intercept.dtype != coef.dtype or intercept.shape != (n_classes,):
         _fail(
             path,
@@ -188,18 +195,21 @@ def load_model(path, cls=None):
         _fail(path, "params missing from metadata")
     class_weight = params.get("class_weight")
     if isinstance(class_weight, list):
-        if not all(isinstance(pair, list) and len(pair) == 2 for pair in class_weight):
-            _fail(path, "class_weight must be a list of [label, weight] pairs")
+        if not all(
+            isinstance(pair, list)
+            and len(pair) == 2
+            and isinstance(pair[0], (str, int, float))  # a label JSON can hold: hashable
+            and _finite_number(pair[1])
+            and pair[1] >= 0
+            for pair in class_weight
+        ):
+            _fail(path, "class_weight must be a list of [label, non-negative weight] pairs")
         params["class_weight"] = {label: weight for label, weight in class_weight}
     n_iter = metadata.get("n_iter")
     if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 0:
         _fail(path, f"n_iter must be a non-negative integer, got {n_iter!r}")
     loss_curve = metadata.get("loss_curve")
-    if not (
-        isinstance(loss_curve, list)
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in loss_curve)
-        and np.all(np.isfinite(loss_curve))
-    ):
+    if not (isinstance(loss_curve, list) and all(_finite_number(v) for v in loss_curve)):
         _fail(path, "loss_curve must be a list of finite numbers")
     model = cls()
     unknown = set(params) - set(model.get_params(deep=False))

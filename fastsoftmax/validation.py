@@ -66,9 +66,19 @@ def check_sample_weight(sample_weight, n_samples, dtype):
     ------
     ValueError
         For a wrong shape, NaN or inf, a negative weight, or weights that sum to zero.
+    TypeError
+        For weights that are not real numbers.
     """
     if sample_weight is None:
         return np.ones(n_samples, dtype=dtype)
+    if isinstance(sample_weight, numbers.Complex) and not isinstance(sample_weight, numbers.Real):
+        raise TypeError("sample_weight must hold real numbers, got a complex one")
+    if not isinstance(sample_weight, numbers.Number):
+        # Array-likes through np.asarray first: np.iscomplexobj would call their
+        # __array_function__, which array wrappers may refuse.
+        sample_weight = np.asarray(sample_weight)
+        if sample_weight.dtype.kind == "c":  # NumPy would drop the imaginary parts with only a warning
+            raise TypeError("sample_weight must hold real numbers, got complex ones")
     if isinstance(sample_weight, numbers.Number):
         sample_weight = np.full(n_samples, sample_weight, dtype=np.float64)
     try:

@@ -51,3 +51,12 @@ def pytest_configure(config):
         return
     name = f"{NumbaPerformanceWarning.__module__}.{NumbaPerformanceWarning.__qualname__}"
     config.addinivalue_line("filterwarnings", f"error::{name}")
+
+
+def pytest_terminal_summary(terminalreporter):
+    # The fuzz tests (test_fuzz.py) count their cases; the issue asks for the number run.
+    from tests.fuzzcount import summary
+
+    line = summary()
+    if line is not None:
+        terminalreporter.write_line(line)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from ..npyformat import load_npy, read_npy_header
 from ..validation import to_host
 from .base import DataSource, DataSourceError, chunk_bounds, rows_for_bytes
 
@@ -46,7 +47,9 @@ class ArraySource(DataSource):
         if self._file is None:
             X = X.tocsr() if sp.issparse(X) else np.asarray(X)
         if X.ndim != 2:
-            raise DataSourceError(f"{name}: X must be 2-D (n_samples, n_features), got shape {X.shape}", name)
+            raise DataSourceError(
+                f"{self.name}: X must be 2-D (n_samples, n_features), got shape {X.shape}", self.name
+            )
         self._X = X
         self.sparse = sp.issparse(X)
         self.n_samples, self.n_features = X.shape
@@ -188,24 +191,16 @@ class _NpyFile:
         return out
 
 
-_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-
-
 def _read_npy_header(path):
     """``(data offset, shape, dtype)`` of a ``.npy`` file, refusing anything but 2-D C-ordered numbers."""
+    if os.path.isdir(path):
+        raise DataSourceError(f"{path}: is a directory, not a .npy file", str(path))
     with open(path, "rb") as f:
         try:
-            version = np.lib.format.read_magic(f)
-            if version not in _HEADER_READERS:
-                raise ValueError(f".npy format version {version} is not supported")
-            shape, fortran_order, dtype = _HEADER_READERS[version](f)
-        except (ValueError, EOFError, SyntaxError) as exc:
-            raise DataSourceError(f"{path}: not a valid .npy file ({exc})", str(path)) from None
+            shape, fortran_order, dtype = read_npy_header(f)
+        except ValueError as exc:
+            raise DataSourceError(f"{path}: {exc}", str(path)) from None
         offset = f.tell()
-    if dtype.hasobject:
-        raise DataSourceError(
-            f"{path}: holds Python objects, which are never unpickled; expected numbers", str(path)
-        )
     if dtype.kind not in "fiub":
         raise DataSourceError(f"{path}: holds dtype {dtype}; expected real numbers", str(path))
     if len(shape) != 2:
@@ -232,7 +227,7 @@ def _load_vector(a, what):
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file (the {what})")
         try:
-            return np.load(path, allow_pickle=False)
+            return load_npy(path)
         except ValueError as exc:
             raise DataSourceError(f"{path}: cannot read the {what}: {exc}", str(path)) from None
     return _as_vector(a)

@@ -10,6 +10,8 @@ Every check runs as the data arrives, and every error names the file and the chu
 (with its row range), so a problem in row 90 million of a 40 GB file reads as such.
 """
 
+import numbers
+import reprlib
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -22,6 +24,9 @@ import scipy.sparse as sp
 # enough that per-chunk overheads (a read call, a kernel launch, a host-to-device
 # copy) vanish, small enough that the three chunks in flight stay a small fraction of RAM.
 DEFAULT_CHUNK_BYTES = 64 << 20
+# Label dtypes a classifier can take: booleans, numbers, strings and dates; the
+# entries of an object array (a Parquet column of strings) are checked one by one.
+_LABEL_KINDS = "biufUMmO"
 
 
 class DataSourceError(ValueError):
@@ -188,8 +193,8 @@ class DataSource(ABC):
         Raises
         ------
         DataSourceError
-            When labels are missing for some rows, or weights are not finite and
-            non-negative.
+            When labels are missing for some rows or are not finite numbers,
+            strings or dates, or weights are not finite and non-negative.
         """
         try:
             y, sample_weight = self._read_targets()
@@ -205,6 +210,15 @@ class DataSource(ABC):
             if missing.any():
                 row = int(np.flatnonzero(missing)[0])
                 raise self.error(f"labels are missing (first in row {row})", self.chunk_of_row(row))
+            if y.dtype.kind not in _LABEL_KINDS:
+                raise self.error(f"labels have dtype {y.dtype}; expected numbers, strings or dates")
+            row = _first_unusable_label(y)
+            if row is not None:
+                label = y[row : row + 1].tolist()[0]  # shown as inf, not np.float64(inf)
+                raise self.error(
+                    f"label {reprlib.repr(label)} in row {row} is not a finite number or a string",
+                    self.chunk_of_row(row),
+                )
         if sample_weight is not None:
             sample_weight = np.asarray(sample_weight)
             if sample_weight.shape != (self.n_samples,) or sample_weight.dtype.kind not in "fiub":
@@ -314,6 +328,18 @@ def _missing(y):
     if y.dtype.kind == "O":
         return np.array([v is None or (isinstance(v, float) and v != v) for v in y], dtype=bool)
     return np.zeros(y.shape, dtype=bool)
+
+
+def _first_unusable_label(y):
+    """Row of the first label that cannot name a class (infinity, a list, bytes, ...), or None."""
+    if y.dtype.kind == "f":
+        rows = np.flatnonzero(np.isinf(y))
+        return int(rows[0]) if rows.size else None
+    if y.dtype.kind == "O":
+        return next(
+            (row for row, v in enumerate(y) if not isinstance(v, (str, numbers.Real, np.bool_))), None
+        )
+    return None
 
 
 class _BufferRing:

@@ -38,34 +38,29 @@ class _ArrayStoreSource(OpenFileSource):
         self.name = str(path)
         self._init_handle()
         with self._lock:
-            X = self._find(features, "features")
-            if X is None:
+            try:
+                X, row_chunks = self._inspect(features, label, weight)
+                shape, dtype = X.shape, X.dtype
+            except DataSourceError:
+                raise
+            except (OSError, ValueError, KeyError, EOFError, *self.read_errors) as exc:
+                # Damaged metadata: the library raises as it parses a node.
                 raise DataSourceError(
-                    f"{self.name}: the {self.kind} has no array {features!r} (the features); "
-                    f"it holds {self._members()}",
-                    self.name,
-                )
-            self._has_label = label is not None and self._find(label, "labels") is not None
-            if weight is not None and self._find(weight, "sample weights") is None:
-                raise DataSourceError(
-                    f"{self.name}: the {self.kind} has no array {weight!r} (the sample weights); "
-                    f"it holds {self._members()}",
-                    self.name,
-                )
-            row_chunks = self._row_chunks(X)
-        if len(X.shape) != 2:
+                    f"{self.name}: the {self.kind} cannot be read ({type(exc).__name__}: {exc})", self.name
+                ) from None
+        if shape is None or len(shape) != 2:  # None: an HDF5 dataset without a dataspace
             raise DataSourceError(
-                f"{self.name}: the features {features!r} have shape {X.shape}; expected 2-D (n_samples, n_features)",
+                f"{self.name}: the features {features!r} have shape {shape}; expected 2-D (n_samples, n_features)",
                 self.name,
             )
-        if X.dtype.kind not in "fiub":
+        if dtype.kind not in "fiub":
             raise DataSourceError(
-                f"{self.name}: the features {features!r} have dtype {X.dtype}; expected real numbers",
+                f"{self.name}: the features {features!r} have dtype {dtype}; expected real numbers",
                 self.name,
             )
         self._features, self._label, self._weight = features, label, weight
-        self.n_samples, self.n_features = (int(n) for n in X.shape)
-        self._itemsize = X.dtype.itemsize
+        self.n_samples, self.n_features = (int(n) for n in shape)
+        self._itemsize = dtype.itemsize
         if chunk_rows is None:
             target = rows_for_bytes(self.n_features, self._itemsize, DEFAULT_CHUNK_BYTES)
             chunk_rows = _aligned_rows(row_chunks, target)
@@ -87,6 +82,24 @@ class _ArrayStoreSource(OpenFileSource):
     def nbytes(self):
         return self.n_samples * self.n_features * self._itemsize
 
+    def _inspect(self, features, label, weight):
+        """The features array and its row chunking; notes whether labels exist.  Hold the lock."""
+        X = self._find(features, "features")
+        if X is None:
+            raise DataSourceError(
+                f"{self.name}: the {self.kind} has no array {features!r} (the features); "
+                f"it holds {self._members()}",
+                self.name,
+            )
+        self._has_label = label is not None and self._find(label, "labels") is not None
+        if weight is not None and self._find(weight, "sample weights") is None:
+            raise DataSourceError(
+                f"{self.name}: the {self.kind} has no array {weight!r} (the sample weights); "
+                f"it holds {self._members()}",
+                self.name,
+            )
+        return X, self._row_chunks(X)
+
     def _find(self, name, what):
         """The array called ``name``, or None when the container has nothing of that name."""
         try:
@@ -98,7 +111,8 @@ class _ArrayStoreSource(OpenFileSource):
         return node
 
     def _members(self):
-        names = sorted(self._opened().keys())
+        # h5py gives a name that is not UTF-8 (a damaged file's) as bytes, which str cannot be sorted with.
+        names = sorted(map(str, self._opened().keys()))
         return names if len(names) <= 10 else names[:10] + ["..."]
 
     def _read_features(self, index):
@@ -113,11 +127,19 @@ class _ArrayStoreSource(OpenFileSource):
         try:
             with self._lock:
                 store = self._opened()
-                y = self._read_vector(store[self._label]) if self._has_label else None
-                sample_weight = None if self._weight is None else self._read_vector(store[self._weight])
+                y = self._one_per_row(store[self._label], "labels") if self._has_label else None
+                sample_weight = (
+                    None if self._weight is None else self._one_per_row(store[self._weight], "sample weights")
+                )
         except self.read_errors as exc:
             raise self.error(f"cannot read the labels: {type(exc).__name__}: {exc}") from None
         return y, sample_weight
+
+    def _one_per_row(self, array, what):
+        """The vector ``array``, its shape checked first: a damaged one may promise terabytes."""
+        if array.shape != (self.n_samples,):
+            raise self.error(f"{what} have shape {array.shape}; expected ({self.n_samples},), one per row")
+        return self._read_vector(array)
 
 
 def _aligned_rows(row_chunks, target):
@@ -168,8 +190,8 @@ class HDF5Source(_ArrayStoreSource):
     FileNotFoundError
         When ``path`` does not exist.
     DataSourceError
-        When the file is not HDF5 (or is truncated), lacks the features or the named
-        weights, or its features are not a 2-D array of real numbers.
+        When the file is not HDF5 (or is truncated or damaged), lacks the features
+        or the named weights, or its features are not a 2-D array of real numbers.
 
     Examples
     --------
@@ -188,17 +210,21 @@ class HDF5Source(_ArrayStoreSource):
     """
 
     kind = "HDF5 file"
+    read_errors = (RuntimeError,)  # h5py's error for a damaged group ("Link iteration failed")
 
     def __init__(self, path, *, features="X", label="y", weight=None, chunk_rows=None):
         super().__init__(path, features=features, label=label, weight=weight, chunk_rows=chunk_rows)
 
     def _open(self):
         h5py = _import_h5py()
+        if os.path.isdir(self.name):
+            raise DataSourceError(f"{self.name}: is a directory, not an HDF5 file", self.name)
         try:
             return h5py.File(self.name, "r")
         except OSError as exc:  # h5py's error for a file that is not HDF5, or is truncated
+            # HDF5's messages may run over several lines; an error message is one.
             raise DataSourceError(
-                f"{self.name}: cannot be opened as an HDF5 file ({exc})", self.name
+                f"{self.name}: cannot be opened as an HDF5 file ({' '.join(str(exc).split())})", self.name
             ) from None
 
     def _is_array(self, node):

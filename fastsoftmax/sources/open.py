@@ -7,7 +7,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .arrays import ArraySource, NpySource
-from .base import DataSource
+from .base import DataSource, DataSourceError
 
 # Suffix -> format name; a spec's "format" overrides the suffix.
 FORMATS = {
@@ -62,9 +62,24 @@ def open_source(spec, y=None, sample_weight=None, **options):
     ------
     FileNotFoundError
         For a path that does not exist.
+    DataSourceError
+        For a file that is not what its format says, and for data without a row
+        or a column (one of several shards may be empty; the whole data set may not).
     ValueError
         For an unknown format or option.
     """
+    source = _open(spec, y, sample_weight, options)
+    if source.n_samples == 0 or source.n_features == 0:
+        raise DataSourceError(
+            f"{source.name}: holds {source.n_samples} rows of {source.n_features} features; "
+            "a data set needs at least one row and one feature",
+            source.name,
+        )
+    return source
+
+
+def _open(spec, y, sample_weight, options):
+    """:func:`open_source` without its check for data, which a shard need not pass."""
     if isinstance(spec, DataSource):
         if y is not None or sample_weight is not None or options:
             raise ValueError("pass labels, weights and options when opening the source, not beside it")
@@ -74,7 +89,7 @@ def open_source(spec, y=None, sample_weight=None, **options):
         if "path" not in spec:
             raise ValueError(f"a data source spec needs a 'path'; got keys {sorted(spec)}")
         path = spec.pop("path")
-        return open_source(path, y, sample_weight, **spec, **options)
+        return _open(path, y, sample_weight, {**spec, **options})
     if isinstance(spec, (list, tuple)) and all(isinstance(p, (str, os.PathLike)) for p in spec):
         from .concat import ConcatSource
 
@@ -82,7 +97,7 @@ def open_source(spec, y=None, sample_weight=None, **options):
             raise ValueError(
                 "labels for several files must be inside the files (label=...), not passed beside them"
             )
-        return ConcatSource([open_source(p, **options) for p in spec])
+        return ConcatSource([_open(p, None, None, options) for p in spec])
     if isinstance(spec, (str, os.PathLike)):
         return _open_path(Path(spec), y, sample_weight, options)
     if sp.issparse(spec) or isinstance(spec, np.ndarray):

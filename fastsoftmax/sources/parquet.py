@@ -1,6 +1,7 @@
 """A source over a Parquet file, one chunk per row group, read with pyarrow."""
 
 import os
+from collections import Counter
 
 import numpy as np
 
@@ -40,8 +41,8 @@ class ParquetSource(OpenFileSource):
     FileNotFoundError
         When ``path`` does not exist.
     DataSourceError
-        When the file is not Parquet (or is truncated), lacks a named column, or a
-        feature column is not numeric.
+        When the file is not Parquet (or is truncated), lacks a named column, has
+        two columns of one name, or a feature column is not numeric.
 
     Examples
     --------
@@ -66,6 +67,9 @@ class ParquetSource(OpenFileSource):
         self._init_handle()
         schema = self._opened().schema_arrow
         names = list(schema.names)
+        repeated = sorted(name for name, count in Counter(names).items() if count > 1)
+        if repeated:  # pyarrow cannot select a column by a name that several share
+            raise DataSourceError(f"{self.name}: has several columns named {repeated}", self.name)
         self._label = label if label is not None and label in names else None
         if weight is not None and weight not in names:
             raise DataSourceError(f"{self.name}: has no column {weight!r} (the sample weights)", self.name)

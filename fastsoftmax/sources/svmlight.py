@@ -55,9 +55,9 @@ class SvmlightSource(DataSource):
     FileNotFoundError
         When ``path`` does not exist.
     DataSourceError
-        When a line cannot be parsed (naming the chunk), an index exceeds
-        ``n_features``, ``zero_based=False`` meets an index 0, or the file holds no
-        rows.
+        When ``path`` is a directory, a line cannot be parsed (naming the chunk),
+        an index exceeds ``n_features``, ``zero_based=False`` meets an index 0, or
+        the file holds no rows.
 
     Examples
     --------
@@ -80,6 +80,8 @@ class SvmlightSource(DataSource):
     def __init__(self, path, *, n_features=None, zero_based="auto", chunk_bytes=DEFAULT_CHUNK_BYTES):
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path}: no such file")
+        if os.path.isdir(path):
+            raise DataSourceError(f"{path}: is a directory, not a svmlight/libsvm file", str(path))
         if zero_based not in (True, False, "auto"):
             raise ValueError(f"zero_based={zero_based!r}; expected True, False or 'auto'")
         chunk_bytes = int(chunk_bytes)

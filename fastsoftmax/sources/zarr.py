@@ -52,7 +52,9 @@ class ZarrSource(_ArrayStoreSource):
     """
 
     kind = "zarr group"
-    read_errors = (RuntimeError,)  # what codecs raise for a damaged chunk ("Zstd decompression error")
+    # What codecs raise for a damaged chunk ("Zstd decompression error"), and zarr's
+    # metadata parser for a damaged zarr.json (a codec given an unknown option).
+    read_errors = (RuntimeError, TypeError)
 
     def __init__(self, path, *, features="X", label="y", weight=None, chunk_rows=None):
         super().__init__(path, features=features, label=label, weight=weight, chunk_rows=chunk_rows)
