@@ -22,12 +22,15 @@ import contextlib
 import hashlib
 import json
 import math
+import numbers
 import os
+import tempfile
 import time
-import zipfile
 from dataclasses import dataclass
 
 import numpy as np
+
+from .npyformat import load_npz
 
 FORMAT = "fastsoftmax-checkpoint"
 FORMAT_VERSION = 1
@@ -69,19 +72,21 @@ class Checkpoint:
         if every_n_steps is None and every_n_seconds is None:
             raise ValueError("a Checkpoint needs every_n_steps or every_n_seconds (or both)")
         if every_n_steps is not None and (
-            isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 1
+            isinstance(every_n_steps, bool)
+            or not isinstance(every_n_steps, numbers.Integral)
+            or every_n_steps < 1
         ):
             raise ValueError(f"every_n_steps must be a positive integer or None, got {every_n_steps!r}")
         if every_n_seconds is not None and not (
-            isinstance(every_n_seconds, (int, float))
+            isinstance(every_n_seconds, numbers.Real)
             and not isinstance(every_n_seconds, bool)
             and every_n_seconds > 0
             and math.isfinite(every_n_seconds)
         ):
             raise ValueError(f"every_n_seconds must be a positive number or None, got {every_n_seconds!r}")
         self.path = os.fspath(path)
-        self.every_n_steps = every_n_steps
-        self.every_n_seconds = every_n_seconds
+        self.every_n_steps = None if every_n_steps is None else int(every_n_steps)
+        self.every_n_seconds = None if every_n_seconds is None else float(every_n_seconds)
 
     def __repr__(self):
         return (
@@ -99,7 +104,7 @@ def as_checkpoint(checkpoint):
     raise TypeError(f"checkpoint must be a path or a fastsoftmax.Checkpoint, got {type(checkpoint).__name__}")
 
 
-def fit_context(params, n_features, classes, dtype, y_idx, sample_weight):
+def fit_context(params, n_features, classes, dtype, y_idx, sample_weight, layout):
     """What a checkpoint must match to be resumed: the problem and the hyper-parameters.
 
     Parameters
@@ -113,6 +118,9 @@ def fit_context(params, n_features, classes, dtype, y_idx, sample_weight):
         Class index per row.
     sample_weight : ndarray
         Combined sample and class weights per row.
+    layout : str
+        How the rows are read: "in memory", or a digest of a source's chunk
+        boundaries (a minibatch epoch's order depends on them).
 
     Returns
     -------
@@ -128,14 +136,27 @@ def fit_context(params, n_features, classes, dtype, y_idx, sample_weight):
         "classes": [str(c) for c in classes.tolist()],
         "dtype": np.dtype(dtype).name,
         "targets_sha256": digest.hexdigest(),
+        "layout": layout,
     }
+
+
+def data_layout(X):
+    """The ``layout`` of :func:`fit_context` for training features ``X``."""
+    source = getattr(X, "source", None)  # SourceFeatures
+    if source is None:
+        return "in memory"
+    bounds = np.ascontiguousarray(np.asarray(source.bounds, np.int64))
+    return "chunks " + hashlib.sha256(bounds.tobytes()).hexdigest()
 
 
 def check_context(path, saved, current):
     """Raise CheckpointError when the checkpoint at ``path`` is of another fit."""
-    for key in ("n_samples", "n_features", "dtype", "classes", "targets_sha256"):
+    for key in ("n_samples", "n_features", "dtype", "classes", "targets_sha256", "layout"):
         if saved.get(key) != current[key]:
-            what = {"targets_sha256": "labels or sample weights"}.get(key, key)
+            what = {
+                "targets_sha256": "labels or sample weights",
+                "layout": "data layout (in memory, or a source's chunks)",
+            }.get(key, key)
             raise CheckpointError(
                 f"{path}: the checkpoint is of another fit: its {what} differ from this fit's "
                 f"({_short(saved.get(key))} != {_short(current[key])})"
@@ -219,9 +240,10 @@ class CheckpointWriter:
 
 def _write_atomically(path, arrays, metadata):
     directory = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    # A fresh name per write: two writers of one path never share a temporary file.
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
-        with open(temporary, "wb") as f:
+        with os.fdopen(fd, "wb") as f:
             np.savez(f, metadata=np.array(metadata), **arrays)
             f.flush()
             os.fsync(f.fileno())
@@ -246,11 +268,6 @@ class SavedFit:
     path: str
     context: dict
     state: dict
-
-    @property
-    def done(self):
-        """True when the checkpoint was written as the fit ended."""
-        return bool(self.state.get("done", False))
 
     @property
     def steps(self):
@@ -278,23 +295,20 @@ def load_checkpoint(path):
     """
     path = os.fspath(path)
     try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise CheckpointError(f"{path}: holds a single array, not a checkpoint archive")
-        with archive:
-            if "metadata" not in archive.files:
-                raise CheckpointError(f"{path}: is not a fastsoftmax checkpoint (no metadata)")
-            arrays = {name: archive[name] for name in archive.files}
+        # npyformat reads no pickles and checks each header against the bytes present
+        # before it allocates: a hostile archive cannot ask for terabytes.
+        arrays, members = load_npz(path, ["metadata"])
+        if "metadata" not in arrays:
+            raise CheckpointError(f"{path}: is not a fastsoftmax checkpoint (no metadata)")
+        arrays.update(load_npz(path, [name for name in members if name != "metadata"])[0])
     except (FileNotFoundError, CheckpointError):
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as exc:
-        raise CheckpointError(
-            f"{path}: cannot be read as a checkpoint ({type(exc).__name__}: {exc})"
-        ) from None
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot be read as a checkpoint ({exc})") from None
     try:
         metadata = json.loads(str(arrays.pop("metadata")))
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise CheckpointError(f"{path}: its metadata is not JSON ({exc})") from None
+    except (json.JSONDecodeError, TypeError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: its metadata is not JSON ({type(exc).__name__})") from None
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path}: is not a fastsoftmax checkpoint")
     if metadata.get("format_version") != FORMAT_VERSION:
@@ -314,7 +328,7 @@ def _check_arrays(path, arrays, context):
     try:
         n_features, n_classes = int(context["n_features"]), len(context["classes"])
         dtype = np.dtype(context["dtype"])
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise CheckpointError(f"{path}: the checkpoint's context is invalid ({exc})") from None
     shapes = {(n_features, n_classes), (n_classes,), ()}
     for name, array in arrays.items():
@@ -338,7 +352,7 @@ def reading(saved):
     """Turn a malformed entry of ``saved.state``, met while restoring it, into a CheckpointError."""
     try:
         yield
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError, AttributeError) as exc:
         raise CheckpointError(
             f"{saved.path}: the checkpoint's state is invalid ({type(exc).__name__}: {exc})"
         ) from None
@@ -356,13 +370,24 @@ def rng_state(rng, prefix):
 
 
 def restore_rng(rng, state, prefix):
-    """Set ``rng`` to the position :func:`rng_state` saved under ``prefix``."""
+    """Set ``rng`` to the position :func:`rng_state` saved under ``prefix``.
+
+    Raises ValueError for a position outside the generator's 624 keys (NumPy would
+    read past them), or a cached Gaussian that is not a finite number.
+    """
+    pos, has_gauss = int(state[f"{prefix}rng_pos"]), int(state[f"{prefix}rng_has_gauss"])
+    cached = float(state[f"{prefix}rng_cached_gaussian"])
+    if not (0 <= pos <= 624 and has_gauss in (0, 1) and math.isfinite(cached)):
+        raise ValueError(f"{prefix}rng_pos={pos}, rng_has_gauss={has_gauss}: not a generator position")
     rng.set_state(
-        (
-            "MT19937",
-            np.asarray(state[f"{prefix}{RNG_KEYS_SUFFIX}"], np.uint32),
-            int(state[f"{prefix}rng_pos"]),
-            int(state[f"{prefix}rng_has_gauss"]),
-            float(state[f"{prefix}rng_cached_gaussian"]),
-        )
+        ("MT19937", np.asarray(state[f"{prefix}{RNG_KEYS_SUFFIX}"], np.uint32), pos, has_gauss, cached)
     )
+
+
+def expect_array(state, name, shape):
+    """``state[name]``, checked to be an array of ``shape`` (ValueError otherwise)."""
+    array = state[name]
+    if not isinstance(array, np.ndarray) or array.shape != tuple(shape):
+        got = array.shape if isinstance(array, np.ndarray) else type(array).__name__
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {got}")
+    return array

@@ -20,6 +20,7 @@ from .checkpoint import (
     CheckpointWriter,
     as_checkpoint,
     check_context,
+    data_layout,
     fit_context,
     load_checkpoint,
     reading,
@@ -289,9 +290,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         writer = None
         if checkpoint is not None or saved is not None:
-            context = fit_context(params_as_json(self), X.shape[1], classes, dtype, y_idx, sw)
+            context = fit_context(params_as_json(self), X.shape[1], classes, dtype, y_idx, sw, data_layout(X))
             if saved is not None:
                 check_context(saved.path, saved.context, context)
+                if self.random_state is None:
+                    rng = np.random.RandomState()  # restored below; NumPy's global one stays put
                 with reading(saved):
                     restore_rng(rng, saved.state, "initial_")  # the same validation split
             if checkpoint is not None:
@@ -300,7 +303,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         params0 = train.init_params() if previous is None else previous[:2]
         extra = {}
         if self.solver == "lbfgs":
-            extra["preconditioner"] = feature_preconditioner(X, sw, float(self.alpha), dtype)
+            extra["preconditioner"] = feature_preconditioner(
+                X, sw, float(self.alpha), dtype, bool(self.fit_intercept)
+            )
         result = self._run_solver(
             train,
             params0,

@@ -31,7 +31,7 @@ _BLOCK_ROWS = 1024
 SPREAD_LIMIT = 2.0**20
 
 
-def feature_preconditioner(X, sample_weight, alpha, dtype):
+def feature_preconditioner(X, sample_weight, alpha, dtype, fit_intercept=True):
     """``1 / (weighted mean of x_j^2 + alpha)`` per feature j, or None where scaling is fine.
 
     Parameters
@@ -41,6 +41,8 @@ def feature_preconditioner(X, sample_weight, alpha, dtype):
     alpha : float
     dtype : np.float32 or np.float64
         The fit's precision: the result is clipped to the square root of its range.
+    fit_intercept : bool, default=True
+        Whether the intercept's curvature (1) counts in the spread.
 
     Returns
     -------
@@ -56,14 +58,19 @@ def feature_preconditioner(X, sample_weight, alpha, dtype):
     mean_squares = squares / total
     # A feature that is zero in every sampled row moves only the penalty: leave it be.
     present = mean_squares > 0
-    curvature = np.append(mean_squares[present] + alpha, 1.0)  # the intercept's is 1
+    curvature = mean_squares[present] + alpha
+    if fit_intercept:
+        curvature = np.append(curvature, 1.0)  # the intercept's
+    if curvature.size == 0:
+        return None
     if curvature.max() < SPREAD_LIMIT * curvature.min():
         return None
     limit = np.sqrt(np.finfo(dtype).max)
     inverse = np.ones_like(mean_squares)
     inverse[present] = np.clip(1.0 / (mean_squares[present] + alpha), 1 / limit, limit)
-    # Powers of two: scaling by them is exact, and the same data read in other chunks
-    # (whose sums round differently) gets the same preconditioner, hence the same fit.
+    # Powers of two: scaling by them is exact, and the same rows summed in another
+    # order (in memory or from a source, up to SAMPLE_ROWS rows) get the same
+    # preconditioner, hence the same fit.
     return np.exp2(np.round(np.log2(inverse)))
 
 

@@ -88,8 +88,9 @@ def row_chunks(X, step, order=None):
 def map_row_chunks(backend, X, n_classes, compute):
     """``compute(X_piece)`` for each row chunk of ``X``, brought to the host and joined in row order.
 
-    Chunks take as many rows as ``backend.max_chunk_rows`` allows (all of them on the
-    CPU), so a prediction never needs the logits of every row on the device at once.
+    Chunks take as many rows as ``backend.max_chunk_rows`` allows, or, on a backend
+    without a limit (the CPU), as many as 64 MiB of logits hold, so a prediction never
+    needs the logits of every row at once.
     After a device out-of-memory error the whole map starts over with half the rows
     per chunk (:func:`~fastsoftmax.backends.cuda.halving_rows_on_out_of_memory`).
 

@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from ..checkpoint import reading
+from ..checkpoint import expect_array, reading
 from ..progress import Progress
 from .result import SolverResult
 
@@ -172,27 +172,43 @@ def _snapshot(params, grads, f, history, loss_curve, n_iter, stopped):
     return entries
 
 
-def _restore(saved, asarray):
-    """``params, grads, f, history, loss_curve, n_iter, stopped`` from a checkpoint's state."""
+def _restore(saved, asarray, shapes, max_iter):
+    """``params, grads, f, history, loss_curve, n_iter, stopped`` from a checkpoint's state.
+
+    ``shapes`` are those of (W, b); every array is checked against its own.  Raises
+    ValueError for anything else than what :func:`_snapshot` writes.
+    """
     if saved["solver"] != "lbfgs":
         raise ValueError(f"the checkpoint is of solver={saved['solver']!r}, not 'lbfgs'")
+    stopped, n_iter = saved["stopped"], int(saved["steps"])
+    if not (stopped is None or isinstance(stopped, str)):
+        raise ValueError(f"stopped must be null or a message, got {stopped!r}")
+    if not 0 <= n_iter <= max_iter:
+        raise ValueError(f"the checkpoint is at iteration {n_iter}, beyond max_iter={max_iter}")
+    history_size = int(saved["history_size"])
+    if not 0 <= history_size <= n_iter:
+        raise ValueError(f"history_size={history_size} for {n_iter} iterations")
 
-    def pair(prefix):
-        return asarray(saved[f"{prefix}_W"]), asarray(saved[f"{prefix}_b"])
+    def pair(w, b):
+        return asarray(expect_array(saved, w, shapes[0])), asarray(expect_array(saved, b, shapes[1]))
 
     history = [
         # rho is a backend scalar, as the running solver keeps it.
-        (pair(f"s{i}"), pair(f"y{i}"), asarray(saved[f"rho{i}"])[()])
-        for i in range(int(saved["history_size"]))
+        (
+            pair(f"s{i}_W", f"s{i}_b"),
+            pair(f"y{i}_W", f"y{i}_b"),
+            asarray(expect_array(saved, f"rho{i}", ()))[()],
+        )
+        for i in range(history_size)
     ]
     return (
-        (asarray(saved["W"]), asarray(saved["b"])),
-        (asarray(saved["dW"]), asarray(saved["db"])),
+        pair("W", "b"),
+        pair("dW", "db"),
         float(saved["f"]),
         history,
         [float(v) for v in saved["loss_curve"]],
-        int(saved["steps"]),
-        saved["stopped"],
+        n_iter,
+        stopped,
     )
 
 
@@ -254,8 +270,9 @@ def lbfgs(
             )
     else:
         with reading(resume):
+            shapes = (params0[0].shape, params0[1].shape)
             params, grads, f, history, loss_curve, n_iter, stopped = _restore(
-                resume.state, objective.backend.asarray
+                resume.state, objective.backend.asarray, shapes, max_iter
             )
     converged, message = stopped is not None and not stopped.startswith("the line search"), stopped
     with Progress(max_iter, "lbfgs", verbose > 0) as progress:

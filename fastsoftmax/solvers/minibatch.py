@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..checkpoint import reading, restore_rng, rng_state
+from ..checkpoint import expect_array, reading, restore_rng, rng_state
 from ..progress import Progress
 from .result import SolverResult
 
@@ -106,7 +106,7 @@ def _snapshot(run, state, epoch_rng):
         "stopped": run.stopped,
         "first_loss": run.first_loss,
         "epoch": state.epoch,
-        "lr": state.lr,
+        "lr": None if state.lr is None else float(state.lr),  # a NumPy scalar would become an array
         "best_score": state.best_score,
         "no_improvement": state.no_improvement,
         "steps": state.steps,
@@ -119,10 +119,28 @@ def _snapshot(run, state, epoch_rng):
     return entries
 
 
-def _restore(saved, state, asarray):
-    """The run a checkpoint holds, with ``state`` advanced to it in place."""
+def _restore(saved, state, asarray, shapes, max_iter):
+    """The run a checkpoint holds, with ``state`` advanced to it in place.
+
+    ``shapes`` are those of (W, b); every array is checked against its own.  Raises
+    ValueError for anything else than what :func:`_snapshot` writes.
+    """
     if saved["solver"] != state.solver:
         raise ValueError(f"the checkpoint is of solver={saved['solver']!r}, not {state.solver!r}")
+    stopped = saved["stopped"]
+    if not (stopped is None or isinstance(stopped, str)):
+        raise ValueError(f"stopped must be null or a message, got {stopped!r}")
+    epochs_run, batches_done = int(saved["epochs_run"]), int(saved["batches_done"])
+    if not (0 <= epochs_run <= max_iter and batches_done >= 0) or (epochs_run == max_iter and batches_done):
+        raise ValueError(f"the checkpoint is in epoch {epochs_run + 1}, beyond max_iter={max_iter}")
+
+    def pair(w, b):
+        return asarray(expect_array(saved, w, shapes[0])), asarray(expect_array(saved, b, shapes[1]))
+
+    # Every array the update rule restores has W's or b's shape: check them first.
+    for name in saved:
+        if isinstance(saved[name], np.ndarray) and name[:-2] in _PAIRED and name[-2:] in ("_W", "_b"):
+            expect_array(saved, name, shapes[name.endswith("_b")])
     state.epoch = int(saved["epoch"])
     state.lr = None if saved["lr"] is None else float(saved["lr"])
     state.best_score = float(saved["best_score"])
@@ -130,19 +148,22 @@ def _restore(saved, state, asarray):
     state.steps = int(saved["steps"])
     state.update.load_state_dict(saved, asarray)
     restore_rng(state.rng, saved, "epoch_")
-    best = (asarray(saved["best_W"]), asarray(saved["best_b"])) if "best_W" in saved else None
     return _Run(
-        params=(asarray(saved["W"]), asarray(saved["b"])),
+        params=pair("W", "b"),
         loss_curve=[float(v) for v in saved["loss_curve"]],
         validation_curve=[float(v) for v in saved["validation_curve"]],
-        best_params=best,
+        best_params=pair("best_W", "best_b") if "best_W" in saved else None,
         best_validation=float(saved["best_validation"]),
-        epochs_run=int(saved["epochs_run"]),
-        batches_done=int(saved["batches_done"]),
+        epochs_run=epochs_run,
+        batches_done=batches_done,
         epoch_loss=float(saved["epoch_loss"]),
-        stopped=saved["stopped"],
+        stopped=stopped,
         first_loss=None if saved["first_loss"] is None else float(saved["first_loss"]),
     )
+
+
+# Prefixes of the checkpoint's arrays shaped like W (suffix _W) or b (suffix _b).
+_PAIRED = ("velocity", "adam_m", "adam_v", "best")
 
 
 def minibatch(
@@ -199,7 +220,7 @@ def minibatch(
         run = _Run(params=_copy(params0), loss_curve=[], validation_curve=[])
     else:
         with reading(resume):
-            run = _restore(resume.state, state, asarray)
+            run = _restore(resume.state, state, asarray, (params0[0].shape, params0[1].shape), max_iter)
     n = objective.n_samples
     batch_size = min(config.batch_size, n)
     with Progress(max_iter, "epoch", verbose > 0) as progress:
