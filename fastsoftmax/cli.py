@@ -34,6 +34,7 @@ import numpy as np
 
 from . import __version__
 from .backends import BACKEND_NAMES, available_backends, get_backend
+from .checkpoint import Checkpoint
 from .datafiles import SUFFIXES as IN_MEMORY_SUFFIXES
 from .datafiles import read_data
 from .estimator import SoftmaxClassifier
@@ -160,6 +161,23 @@ def _add_train(commands):
     )
     _add_data_arguments(train)
     train.add_argument("--model", metavar="OUT.npz", help="write the fitted model here")
+    train.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="save the fit's state to PATH while it runs (atomically; every 60 s unless "
+        "--checkpoint-every) and when it ends",
+    )
+    train.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="N",
+        help="write the checkpoint every N steps (L-BFGS iterations or minibatch updates) instead",
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from --checkpoint PATH if it exists (same data and options), else start afresh",
+    )
     _add_hyper_parameters(train)
     train.add_argument(
         "--test-size",
@@ -331,17 +349,29 @@ def run_train(args) -> int:
         source, preset = _open_data(args.data, args, labelled=True), {}
     else:
         source, preset = _digits(), DIGITS_DEFAULTS
+    checkpoint, resume_from = _checkpointing(args)
     train, y_train, test, y_test = _split(source, _labels(source), args.test_size, args.seed)
     model = SoftmaxClassifier(**_estimator_params(args, preset))
     warm_up_seconds = _warm_up(model, train, y_train)
-    fit_seconds, caught = _timed_fit(model, train)
+    fit_seconds, caught = _timed_fit(model, train, checkpoint=checkpoint, resume_from=resume_from)
     for warning in caught:
         print(f"fastsoftmax: warning: {warning.message}", file=sys.stderr)
     accuracy = None if test is None else model.score(test, y_test)
     saved = _save(model, args.model) if args.model else None
     timing = (fit_seconds, warm_up_seconds)
-    _print_report(model, source, train, test, accuracy, timing, saved)
+    _print_report(model, source, train, test, accuracy, timing, saved, resume_from)
     return 0
+
+
+def _checkpointing(args):
+    """The fit's ``checkpoint`` and ``resume_from`` arguments from the command line."""
+    if args.checkpoint is None:
+        if args.resume or args.checkpoint_every is not None:
+            raise ValueError("--resume and --checkpoint-every need --checkpoint PATH")
+        return None, None
+    every = args.checkpoint_every
+    checkpoint = Checkpoint(args.checkpoint, every_n_steps=every, every_n_seconds=None if every else 60.0)
+    return checkpoint, args.checkpoint if args.resume and os.path.exists(args.checkpoint) else None
 
 
 def _digits():
@@ -410,12 +440,12 @@ def _warm_up(model, source, y):
     return time.perf_counter() - start
 
 
-def _timed_fit(model, source):
+def _timed_fit(model, source, **fit_options):
     """Fit, returning the wall time and the warnings raised, to be shown as one line each."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         start = time.perf_counter()
-        model.fit(source)
+        model.fit(source, **fit_options)
         seconds = time.perf_counter() - start
     return seconds, caught
 
@@ -427,7 +457,7 @@ def _save(model, path):
     return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
 
 
-def _print_report(model, source, train, test, accuracy, timing, saved):
+def _print_report(model, source, train, test, accuracy, timing, saved, resumed_from=None):
     backend = get_backend(model.backend)
     threads = getattr(backend, "n_threads", None)
     fit_seconds, warm_up_seconds = timing
@@ -453,6 +483,10 @@ def _print_report(model, source, train, test, accuracy, timing, saved):
             f"{format_bytes(train.nbytes * iterations_per_second)}/s (feature bytes x iterations / fit time)",
         ),
     ]
+    if resumed_from is not None:
+        # n_iter_ counts the iterations before the interruption too: no rate to report.
+        lines[-2:] = [("rows/s", "n/a (resumed)"), ("bytes/s", "n/a (resumed)")]
+        lines.append(("resumed from", str(resumed_from)))
     if saved is not None:
         lines.append(("model", str(saved)))
     _print_table(lines)

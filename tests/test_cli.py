@@ -13,7 +13,7 @@ import pytest
 from sklearn.datasets import dump_svmlight_file, load_digits
 from sklearn.model_selection import train_test_split
 
-from fastsoftmax import SoftmaxClassifier, __version__
+from fastsoftmax import SoftmaxClassifier, __version__, load_checkpoint
 from fastsoftmax.cli import _warm_up, main
 from fastsoftmax.sources import NpySource
 
@@ -514,3 +514,41 @@ def test_missing_optional_reader_is_a_usage_error(tmp_path, model_path, monkeypa
     err = capsys.readouterr().err
     assert err.startswith("fastsoftmax: error: ") and err.count("\n") == 1, err
     assert "reading HDF5 files needs h5py" in err
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+def test_train_checkpoints_and_resumes(tmp_path, capsys):
+    checkpoint = tmp_path / "fit.ckpt"
+    flags = ["--solver", "sgd", "--max-iter", "3", "--checkpoint", str(checkpoint), "--checkpoint-every", "5"]
+    assert main(["train", *flags, "--model", str(tmp_path / "first.npz")]) == 0
+    first = report(capsys.readouterr().out)
+    assert load_checkpoint(checkpoint).state["epochs_run"] == 3
+    # Resuming a finished fit returns its model (and says it resumed, with no rate).
+    assert main(["train", *flags, "--resume", "--model", str(tmp_path / "again.npz")]) == 0
+    again = report(capsys.readouterr().out)
+    assert again["resumed from"] == str(checkpoint) and again["rows/s"] == "n/a (resumed)"
+    assert again["held-out accuracy"] == first["held-out accuracy"]
+    np.testing.assert_array_equal(
+        SoftmaxClassifier.load(tmp_path / "again.npz").coef_,
+        SoftmaxClassifier.load(tmp_path / "first.npz").coef_,
+    )
+
+
+def test_train_resume_without_a_checkpoint_starts_afresh(tmp_path, capsys):
+    checkpoint = tmp_path / "new.ckpt"
+    assert main(["train", "--max-iter", "5", "--checkpoint", str(checkpoint), "--resume"]) == 0
+    assert "resumed from" not in capsys.readouterr().out
+    assert checkpoint.exists()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--resume"], "need --checkpoint PATH"),
+        (["--checkpoint-every", "5"], "need --checkpoint PATH"),
+        (["--checkpoint", "x.ckpt", "--checkpoint-every", "0"], "every_n_steps must be a positive integer"),
+    ],
+)
+def test_train_checkpoint_flags_are_checked(flags, message, capsys):
+    assert main(["train", *flags]) == 2
+    assert message in capsys.readouterr().err
