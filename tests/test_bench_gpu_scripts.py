@@ -21,7 +21,6 @@ import importlib
 import pathlib
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -316,15 +315,6 @@ def test_determinism_workload_is_two_and_a_half_deterministic_chunks(gpu_determi
     assert gpu_determinism.workload_rows(1024) == 2560
 
 
-def perf_counter_timer(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 @pytest.mark.cuda
 @pytest.mark.skipif(
     not cuda_simulated(), reason="the simulator's smoke test; on a GPU, python -m bench gpu runs it"
@@ -338,7 +328,8 @@ def test_determinism_stage_on_tiny_data(gpu_determinism, monkeypatch):
     monkeypatch.setattr(cuda, "SIMULATED_FREE_BYTES", 2 * 8 * per_row)  # 0.5 of it: 8 rows
     backends = {"deterministic": cuda.CudaBackend(), "free_memory": cuda.CudaBackend(deterministic=False)}
     X, y, W, b = make_problem(8, 5, 3, np.float32, seed=6)
-    result = gpu_determinism.measure(backends, (X, y, W, b), 1, perf_counter_timer)
+    time_runs = importlib.import_module("bench.cpu_pass").time_runs  # host timing: the simulator's
+    result = gpu_determinism.measure(backends, (X, y, W, b), 1, time_runs)
     assert result["deterministic"]["chunk_rows"] == 4 and result["deterministic"]["chunks"] == 2
     assert result["free_memory"]["chunk_rows"] == 8 and result["free_memory"]["chunks"] == 1
     assert result["bit_identical"] and "check_failed" not in result

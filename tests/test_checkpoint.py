@@ -62,6 +62,16 @@ def _interrupt_after(monkeypatch, writes):
     return lambda: monkeypatch.setattr(CheckpointWriter, "write", write)
 
 
+def _interrupt_and_resume(monkeypatch, path, fit, writes, every_n_steps, **resume_options):
+    """``fit(**options)`` killed right after its ``writes``-th checkpoint, then resumed from ``path``."""
+    restore = _interrupt_after(monkeypatch, writes)
+    with pytest.raises(Interrupted):
+        fit(checkpoint=Checkpoint(path, every_n_steps=every_n_steps))
+    restore()
+    saved = load_checkpoint(path)
+    return saved, fit(resume_from=path, **resume_options)
+
+
 def _assert_same_model(resumed, reference):
     np.testing.assert_array_equal(resumed.coef_, reference.coef_)
     np.testing.assert_array_equal(resumed.intercept_, reference.intercept_)
@@ -97,13 +107,13 @@ def test_resumed_fit_is_bit_identical(case, writes, tmp_path, monkeypatch):
     X, y = _problem()
     reference = _fit_quietly(SoftmaxClassifier(**params), X, y)
     path = tmp_path / "fit.ckpt"
-    restore = _interrupt_after(monkeypatch, writes)
-    with pytest.raises(Interrupted):
-        _fit_quietly(SoftmaxClassifier(**params), X, y, checkpoint=Checkpoint(path, every_n_steps=4))
-    restore()
-    saved = load_checkpoint(path)
+
+    def fit(**options):
+        return _fit_quietly(SoftmaxClassifier(**params), X, y, **options)
+
+    # Resumed with a checkpoint of its own, as a crash-safe script would be.
+    saved, resumed = _interrupt_and_resume(monkeypatch, path, fit, writes, 4, checkpoint=path)
     assert 0 < saved.steps and saved.state["stopped"] is None
-    resumed = _fit_quietly(SoftmaxClassifier(**params), X, y, resume_from=path, checkpoint=path)
     _assert_same_model(resumed, reference)
 
 
@@ -114,17 +124,13 @@ def test_resume_mid_epoch_of_a_streamed_source(tmp_path, monkeypatch):
     np.save(tmp_path / "X.npy", X)
     source = {"path": str(tmp_path / "X.npy"), "chunk_rows": 50}
     params = dict(solver="adam", max_iter=3, batch_size=16, backend="cpu", random_state=2, dtype="float64")
-    reference = _fit_quietly(SoftmaxClassifier(**params), open_source(source, y))
-    path = tmp_path / "fit.ckpt"
-    restore = _interrupt_after(monkeypatch, 2)
-    with pytest.raises(Interrupted):
-        _fit_quietly(
-            SoftmaxClassifier(**params), open_source(source, y), checkpoint=Checkpoint(path, every_n_steps=7)
-        )
-    restore()
-    assert load_checkpoint(path).state["batches_done"] == 14
-    resumed = _fit_quietly(SoftmaxClassifier(**params), open_source(source, y), resume_from=path)
-    _assert_same_model(resumed, reference)
+
+    def fit(**options):
+        return _fit_quietly(SoftmaxClassifier(**params), open_source(source, y), **options)
+
+    saved, resumed = _interrupt_and_resume(monkeypatch, tmp_path / "fit.ckpt", fit, 2, 7)
+    assert saved.state["batches_done"] == 14
+    _assert_same_model(resumed, fit())
 
 
 @pytest.mark.parametrize("solver", ["lbfgs", "adam"])
@@ -132,14 +138,12 @@ def test_resume_on_the_cuda_backend(solver, backend, tmp_path, monkeypatch):
     # Tiny: the simulator runs every GPU thread in Python.
     X, y = _problem(n=40, d=4, c=3)
     params = dict(solver=solver, max_iter=3, batch_size=20, tol=0.0, backend=backend, random_state=0)
-    reference = _fit_quietly(SoftmaxClassifier(**params), X, y)
-    path = tmp_path / "fit.ckpt"
-    restore = _interrupt_after(monkeypatch, 1)
-    with pytest.raises(Interrupted):
-        _fit_quietly(SoftmaxClassifier(**params), X, y, checkpoint=Checkpoint(path, every_n_steps=2))
-    restore()
-    resumed = _fit_quietly(SoftmaxClassifier(**params), X, y, resume_from=path)
-    _assert_same_model(resumed, reference)
+
+    def fit(**options):
+        return _fit_quietly(SoftmaxClassifier(**params), X, y, **options)
+
+    _, resumed = _interrupt_and_resume(monkeypatch, tmp_path / "fit.ckpt", fit, 1, 2)
+    _assert_same_model(resumed, fit())
 
 
 def test_checkpointing_does_not_change_the_fit(tmp_path):
@@ -241,13 +245,14 @@ def test_a_numpy_learning_rate_survives_the_checkpoint(tmp_path, monkeypatch):
         backend="cpu",
         random_state=0,
     )
-    reference = _fit_quietly(SoftmaxClassifier(**params), X, y)
-    path = tmp_path / "fit.ckpt"
-    restore = _interrupt_after(monkeypatch, 3)
-    with pytest.raises(Interrupted):
-        _fit_quietly(SoftmaxClassifier(**params), X, y, checkpoint=Checkpoint(path, every_n_steps=4))
-    restore()
-    _assert_same_model(_fit_quietly(SoftmaxClassifier(**params), X, y, resume_from=path), reference)
+
+    def fit(**options):
+        return _fit_quietly(SoftmaxClassifier(**params), X, y, **options)
+
+    # 8 minibatches an epoch; the rate is cut after epoch 2; the 5th write is in epoch 3.
+    saved, resumed = _interrupt_and_resume(monkeypatch, tmp_path / "fit.ckpt", fit, 5, 4)
+    assert saved.state["lr"] == pytest.approx(0.01)
+    _assert_same_model(resumed, fit())
 
 
 def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

@@ -57,7 +57,17 @@ class MinibatchState:
 
 
 def learning_rate_at(config, state, max_iter):
-    """Learning rate for the epoch about to run."""
+    """Learning rate for the epoch about to run, as a Python float.
+
+    A Python float, whatever the type of ``learning_rate_init``: a NumPy float64
+    would promote float32 updates to float64 (NumPy's promotion rules), so a fit
+    given ``np.float64(0.01)`` would round differently from one resumed from a
+    checkpoint, which holds plain numbers.
+    """
+    return float(_schedule(config, state, max_iter))
+
+
+def _schedule(config, state, max_iter):
     if config.learning_rate == "invscaling":
         return config.learning_rate_init / (state.epoch + 1) ** config.power_t
     if config.learning_rate == "cosine":
@@ -106,7 +116,7 @@ def _snapshot(run, state, epoch_rng):
         "stopped": run.stopped,
         "first_loss": run.first_loss,
         "epoch": state.epoch,
-        "lr": None if state.lr is None else float(state.lr),  # a NumPy scalar would become an array
+        "lr": state.lr,
         "best_score": state.best_score,
         "no_improvement": state.no_improvement,
         "steps": state.steps,
