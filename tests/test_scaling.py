@@ -45,9 +45,7 @@ def test_well_scaled_features_get_no_preconditioner(data):
     # L-BFGS runs unpreconditioned, on scikit-learn's path.
     X, _ = data
     assert feature_preconditioner(X * 16, np.ones(len(X)), 1e-4, np.float32) is None
-    assert (
-        feature_preconditioner(X * np.array([0.1, 1, 10, 30, 0]), np.ones(len(X)), 0.0, np.float32) is None
-    )
+    assert feature_preconditioner(X * np.array([0.1, 1, 10, 30, 0]), np.ones(len(X)), 0.0, np.float32) is None
 
 
 def test_preconditioner_samples_large_data():
