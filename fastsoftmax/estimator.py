@@ -568,14 +568,19 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             stop_early=stop_early,
             **solver_options,
         )
-        if stop_early and not result.converged:
+        if stop_early:
+            self._warn_if_unconverged(result.converged, result.message, stacklevel=5)
+        return result
+
+    def _warn_if_unconverged(self, converged, message, stacklevel):
+        """A ConvergenceWarning, pointing ``stacklevel`` frames up (at the caller of fit)."""
+        if not converged:
             warnings.warn(
                 f"SoftmaxClassifier(solver={self.solver!r}) did not converge in max_iter={self.max_iter}: "
-                f"{result.message}. Increase max_iter or loosen tol.",
+                f"{message}. Increase max_iter or loosen tol.",
                 ConvergenceWarning,
-                stacklevel=4,
+                stacklevel=stacklevel,
             )
-        return result
 
     def _store(self, backend, result, classes):
         W, b = (backend.to_host(p) for p in result.params)

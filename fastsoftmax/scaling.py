@@ -55,7 +55,23 @@ def feature_preconditioner(X, sample_weight, alpha, dtype, fit_intercept=True):
     squares, total = _weighted_squares(X, np.asarray(to_host(sample_weight), np.float64))
     if total <= 0:
         return None
-    mean_squares = squares / total
+    return preconditioner_from_mean_squares(squares / total, alpha, dtype, fit_intercept)
+
+
+def preconditioner_from_mean_squares(mean_squares, alpha, dtype, fit_intercept=True):
+    """:func:`feature_preconditioner` from each feature's weighted mean square, however obtained.
+
+    Parameters
+    ----------
+    mean_squares : ndarray of shape (n_features,)
+    alpha : float
+    dtype : np.float32 or np.float64
+    fit_intercept : bool, default=True
+
+    Returns
+    -------
+    ndarray of shape (n_features,), or None
+    """
     # A feature that is zero in every sampled row moves only the penalty: leave it be.
     present = mean_squares > 0
     curvature = mean_squares[present] + alpha

@@ -86,7 +86,7 @@ def _copy(params):
 
 
 @dataclass
-class _Run:
+class MinibatchRun:
     """One call's progress: what a checkpoint holds besides :class:`MinibatchState`."""
 
     params: tuple
@@ -158,7 +158,7 @@ def _restore(saved, state, asarray, shapes, max_iter):
     state.steps = int(saved["steps"])
     state.update.load_state_dict(saved, asarray)
     restore_rng(state.rng, saved, "epoch_")
-    return _Run(
+    return MinibatchRun(
         params=pair("W", "b"),
         loss_curve=[float(v) for v in saved["loss_curve"]],
         validation_curve=[float(v) for v in saved["validation_curve"]],
@@ -227,7 +227,7 @@ def minibatch(
     """
     asarray = objective.backend.asarray
     if resume is None:
-        run = _Run(params=_copy(params0), loss_curve=[], validation_curve=[])
+        run = MinibatchRun(params=_copy(params0), loss_curve=[], validation_curve=[])
     else:
         with reading(resume):
             run = _restore(resume.state, state, asarray, (params0[0].shape, params0[1].shape), max_iter)
@@ -253,7 +253,7 @@ def minibatch(
                 run.batches_done += 1
                 if checkpoint is not None:
                     checkpoint.step(functools.partial(_snapshot, run, state, epoch_rng))
-            _end_epoch(run, state, config, objective, validation, lr, tol, stop_early, progress)
+            end_epoch(run, state, config, run.epoch_loss / n, validation, lr, tol, stop_early, progress)
     if checkpoint is not None:
         checkpoint.write(_snapshot(run, state, state.rng))
     return SolverResult(
@@ -267,8 +267,11 @@ def minibatch(
     )
 
 
-def _end_epoch(run, state, config, objective, validation, lr, tol, stop_early, progress):
-    """Record an epoch's loss, keep the best parameters, and apply the stopping rule.
+def end_epoch(run, state, config, mean_loss, validation, lr, tol, stop_early, progress):
+    """Record an epoch's mean loss, keep the best parameters, and apply the stopping rule.
+
+    Shared by this loop and the Dask one (:mod:`fastsoftmax.dask`), whose epochs run
+    on the workers.
 
     Raises FloatingPointError when the epoch's loss is more than ``_DIVERGED``
     times the first minibatch's (or 1): finite, but the steps diverge, and the
@@ -276,7 +279,7 @@ def _end_epoch(run, state, config, objective, validation, lr, tol, stop_early, p
     """
     state.epoch += 1
     run.epochs_run += 1
-    run.loss_curve.append(run.epoch_loss / objective.n_samples)
+    run.loss_curve.append(mean_loss)
     if run.first_loss is not None and run.loss_curve[-1] > _DIVERGED * max(run.first_loss, 1.0):
         raise FloatingPointError(
             f"the loss rose from {run.first_loss:.3g} to {run.loss_curve[-1]:.3g} by epoch {state.epoch} "

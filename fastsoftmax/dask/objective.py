@@ -1,0 +1,150 @@
+"""The objective over a Dask array whose partitions live on the workers.
+
+One evaluation at parameters ``(W, b)``:
+
+1. ``(W, b)`` enter the graph once, as one task (``dask.delayed``), so each worker
+   fetches them once per evaluation, not once per partition.
+2. Each partition computes its *weighted sums* -- ``sum_i s_i loss_i``,
+   ``X_p^T G_p``, ``G_p^T 1`` and ``sum_i s_i`` with ``G_i = s_i (p_i - onehot_i)`` --
+   on the worker, with the worker's own backend ("auto": CUDA where the worker
+   has a GPU and CuPy, the CPU otherwise) through :class:`SoftmaxObjective`, so
+   chunking, the fused kernels and the out-of-memory fallback are the
+   single-machine ones.
+3. The sums are added pairwise in a tree of Dask tasks (``split_every`` partials per
+   task), so no worker or client ever holds more than a few gradients at once.
+4. The client divides by the total weight and adds the penalty.
+
+The data never leaves the workers; per evaluation, one parameter set goes out to
+each worker and one ``(D + 1) x C`` gradient per tree node comes back up.
+"""
+
+import dask
+import numpy as np
+
+from ..backends import get_backend
+from ..objective import SoftmaxObjective
+
+# Partials added per task of the reduction tree (Dask's own default for reductions).
+SPLIT_EVERY = 8
+
+
+def partition_sums(X, y, sample_weight, params, n_classes, fit_intercept, backend="auto"):
+    """``(loss, dW, db, weight)`` summed over one partition, with weights not normalised.
+
+    Parameters
+    ----------
+    X : ndarray or CuPy array of shape (n_rows, n_features)
+    y : ndarray of int, class indices
+    sample_weight : ndarray
+    params : tuple (W, b) of NumPy arrays
+    n_classes : int
+    fit_intercept : bool
+    backend : str, default="auto"
+        Where the worker computes.
+
+    Returns
+    -------
+    tuple (float, ndarray, ndarray, float), on the host
+    """
+    total = float(np.sum(sample_weight))
+    W, b = params
+    if X.shape[0] == 0 or total == 0:
+        return 0.0, np.zeros_like(W), np.zeros_like(b), total
+    be = get_backend(backend)
+    objective = SoftmaxObjective(
+        be,
+        be.resident(X),
+        be.asarray(y),
+        be.asarray(sample_weight, W.dtype),
+        n_classes,
+        0.0,
+        fit_intercept,
+    )
+    loss, (dW, db) = objective.loss_grad((be.asarray(W), be.asarray(b)))
+    # The objective normalises by this partition's weight; the tree adds raw sums.
+    return loss * total, be.to_host(dW) * total, be.to_host(db) * total, total
+
+
+def _add(*partials):
+    loss, dW, db, weight = partials[0]
+    dW, db = dW.copy(), db.copy()
+    for part in partials[1:]:
+        loss += part[0]
+        dW += part[1]
+        db += part[2]
+        weight += part[3]
+    return loss, dW, db, weight
+
+
+def tree_sum(tasks, split_every=SPLIT_EVERY):
+    """One delayed value: ``tasks`` (delayed tuples of sums) added in a tree of Dask tasks."""
+    while len(tasks) > 1:
+        tasks = [
+            dask.delayed(_add, pure=True)(*tasks[i : i + split_every])
+            for i in range(0, len(tasks), split_every)
+        ]
+    return tasks[0]
+
+
+class DaskObjective:
+    """The penalised objective of :class:`~fastsoftmax.SoftmaxObjective` over Dask partitions.
+
+    It offers what the L-BFGS solver uses: ``loss_grad(params)``, ``backend`` (the
+    client's NumPy backend, where the parameters and the solver's history live) and
+    ``dtype``.
+
+    Parameters
+    ----------
+    X : dask.array.Array of shape (n_samples, n_features)
+        One chunk of columns; rows in partitions, ideally persisted on the workers.
+    y : dask.array.Array of int
+        Class indices, chunked as X's rows.
+    sample_weight : dask.array.Array
+        Chunked as X's rows.
+    n_classes : int
+    alpha : float
+    fit_intercept : bool
+    dtype : np.float32 or np.float64
+    worker_backend : str, default="auto"
+    """
+
+    def __init__(self, X, y, sample_weight, n_classes, alpha, fit_intercept, dtype, worker_backend="auto"):
+        self.partitions = list(
+            zip(X.to_delayed().ravel(), y.to_delayed().ravel(), sample_weight.to_delayed().ravel())
+        )
+        self.n_features = X.shape[1]
+        self.n_classes = n_classes
+        self.alpha = alpha
+        self.fit_intercept = fit_intercept
+        self.dtype = dtype
+        self.worker_backend = worker_backend
+        self.backend = get_backend("cpu")
+        self.evaluations = 0
+
+    def init_params(self):
+        return np.zeros((self.n_features, self.n_classes), self.dtype), np.zeros(self.n_classes, self.dtype)
+
+    def graph(self, params):
+        """The delayed ``(loss, dW, db, weight)`` sums at ``params``, before computing them."""
+        shared = dask.delayed(tuple(np.asarray(p) for p in params), pure=True)
+        tasks = [
+            dask.delayed(partition_sums, pure=True)(
+                X, y, w, shared, self.n_classes, self.fit_intercept, self.worker_backend
+            )
+            for X, y, w in self.partitions
+        ]
+        return tree_sum(tasks)
+
+    def loss_grad(self, params):
+        """Return ``loss, (dW, db)`` over every partition, computed on the workers."""
+        W, b = params
+        loss, dW, db, weight = self.graph(params).compute()
+        self.evaluations += 1
+        loss, dW, db = loss / weight, (dW / weight).astype(self.dtype), (db / weight).astype(self.dtype)
+        if self.alpha:
+            W64 = W.astype(np.float64, copy=False)
+            loss += 0.5 * self.alpha * float((W64 * W64).sum())
+            dW += self.alpha * W
+        if not self.fit_intercept:
+            db[...] = 0
+        return float(loss), (dW, db)
