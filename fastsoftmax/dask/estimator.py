@@ -68,7 +68,7 @@ def _per_row(index, values):
     return values[index]
 
 
-def partition_epoch(X, y, sample_weight, params, n_classes, options, seed):
+def partition_epoch(part, params, n_classes, options, seed):
     """One local epoch of the minibatch solver on one partition.
 
     Returns ``(loss * weight, W * weight, b * weight, weight)`` so that the reduction
@@ -77,10 +77,11 @@ def partition_epoch(X, y, sample_weight, params, n_classes, options, seed):
     from ..backends import get_backend
     from ..objective import SoftmaxObjective
 
+    X, y, sample_weight = part
     weight = float(np.sum(sample_weight))
     W, b = params
     if X.shape[0] == 0 or weight == 0:
-        return 0.0, np.zeros_like(W), np.zeros_like(b), 0.0
+        return 0.0, np.zeros(W.shape), np.zeros(b.shape), 0.0
     be = get_backend(options["backend"])
     objective = SoftmaxObjective(
         be,
@@ -115,6 +116,8 @@ def partition_epoch(X, y, sample_weight, params, n_classes, options, seed):
         stop_early=False,
     )
     W_new, b_new = (be.to_host(p) for p in result.params)
+    # float64: the tree adds many partials.
+    W_new, b_new = W_new.astype(np.float64), b_new.astype(np.float64)
     return result.loss_curve[0] * weight, W_new * weight, b_new * weight, weight
 
 
@@ -180,22 +183,23 @@ class DaskSoftmaxClassifier(SoftmaxClassifier):
             )
         y_idx = y.map_blocks(_class_indices, classes=classes, dtype=np.int64)
         sw = self._dask_weights(sample_weight, y_idx, classes, X, dtype)
-        # Keep the partitions on the workers for every pass (recomputed from their
-        # graph by Dask if a worker is lost).
-        X, y_idx, sw = dask.persist(X, y_idx, sw)
+        # The partitions are persisted on the workers, in bundles, for every pass.
+        objective = DaskObjective(
+            X,
+            y_idx,
+            sw,
+            len(classes),
+            float(self.alpha),
+            bool(self.fit_intercept),
+            dtype,
+            self._worker_backend(),
+        )
         if self.solver == "lbfgs":
-            result = self._fit_lbfgs(X, y_idx, sw, len(classes), dtype)
-            params, n_iter, loss_curve, converged, message = (
-                result.params,
-                result.n_iter,
-                result.loss_curve,
-                result.converged,
-                result.message,
-            )
+            result = self._fit_lbfgs(objective)
+            params, n_iter, loss_curve = result.params, result.n_iter, result.loss_curve
+            converged, message = result.converged, result.message
         else:
-            params, n_iter, loss_curve, converged, message = self._fit_averaged(
-                X, y_idx, sw, len(classes), dtype
-            )
+            params, n_iter, loss_curve, converged, message = self._fit_averaged(objective)
         self._warn_if_unconverged(converged, message, stacklevel=3)
         W, b = params
         if not (np.all(np.isfinite(W)) and np.all(np.isfinite(b))):
@@ -265,25 +269,13 @@ class DaskSoftmaxClassifier(SoftmaxClassifier):
             sw = sw * y_idx.map_blocks(_per_row, values=per_class, dtype=np.float64)
         return sw.astype(dtype)
 
-    def _fit_lbfgs(self, X, y_idx, sw, n_classes, dtype):
-        objective = DaskObjective(
-            X,
-            y_idx,
-            sw,
-            n_classes,
-            float(self.alpha),
-            bool(self.fit_intercept),
-            dtype,
-            self._worker_backend(),
-        )
+    def _fit_lbfgs(self, objective):
         # The preconditioner from every row's mean square (one pass on the workers).
-        squares, total = dask.compute(
-            (X.astype(np.float64) ** 2 * sw[:, None].astype(np.float64)).sum(axis=0), sw.sum()
-        )
+        mean_squares = objective.mean_squares()
         preconditioner = None
-        if total > 0:
+        if mean_squares is not None:
             preconditioner = preconditioner_from_mean_squares(
-                squares / total, float(self.alpha), dtype, bool(self.fit_intercept)
+                mean_squares, float(self.alpha), objective.dtype, bool(self.fit_intercept)
             )
         return lbfgs(
             objective,
@@ -294,9 +286,9 @@ class DaskSoftmaxClassifier(SoftmaxClassifier):
             preconditioner=preconditioner,
         )
 
-    def _fit_averaged(self, X, y_idx, sw, n_classes, dtype):
+    def _fit_averaged(self, objective):
         """Minibatch epochs on every partition, parameters averaged after each."""
-        partitions = list(zip(X.to_delayed().ravel(), y_idx.to_delayed().ravel(), sw.to_delayed().ravel()))
+        partitions, dtype = objective.partitions, objective.dtype
         config = MinibatchConfig(
             batch_size=self.batch_size,
             learning_rate=self.learning_rate,
@@ -313,8 +305,7 @@ class DaskSoftmaxClassifier(SoftmaxClassifier):
         )
         rng = check_random_state(self.random_state)
         state = MinibatchState(solver=self.solver, backend="dask", update=None, rng=rng)
-        params = (np.zeros((X.shape[1], n_classes), dtype), np.zeros(n_classes, dtype))
-        run = MinibatchRun(params=params, loss_curve=[], validation_curve=[])
+        run = MinibatchRun(params=objective.init_params(), loss_curve=[], validation_curve=[])
         with Progress(self.max_iter, "epoch", self.verbose > 0) as progress:
             while run.stopped is None and run.epochs_run < self.max_iter:
                 lr = learning_rate_at(config, state, self.max_iter)
@@ -332,9 +323,9 @@ class DaskSoftmaxClassifier(SoftmaxClassifier):
                 seeds = rng.randint(0, 2**31 - 1, size=len(partitions))
                 tasks = [
                     dask.delayed(partition_epoch, pure=True)(
-                        Xp, yp, wp, shared, n_classes, options, int(seed)
+                        part, shared, objective.n_classes, options, int(seed)
                     )
-                    for (Xp, yp, wp), seed in zip(partitions, seeds)
+                    for part, seed in zip(partitions, seeds)
                 ]
                 loss, W, b, weight = tree_sum(tasks).compute()
                 run.params = ((W / weight).astype(dtype), (b / weight).astype(dtype))

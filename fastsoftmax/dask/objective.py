@@ -28,14 +28,30 @@ from ..objective import SoftmaxObjective
 SPLIT_EVERY = 8
 
 
-def partition_sums(X, y, sample_weight, params, n_classes, fit_intercept, backend="auto"):
+def bundle(X, y, sample_weight):
+    """One partition's rows as one object: persisted on one worker, its three arrays never part."""
+    return X, y, sample_weight
+
+
+def persisted_partitions(X, y, sample_weight):
+    """The row partitions of ``X``, ``y`` and ``sample_weight``, bundled and persisted.
+
+    Persisted X, y and weights chunks are placed independently, so a partition's
+    three chunks could live on three workers and move for every pass; a bundle lives
+    on one.  A worker lost later loses its bundles, and Dask recomputes them from
+    their graph.
+    """
+    parts = zip(X.to_delayed().ravel(), y.to_delayed().ravel(), sample_weight.to_delayed().ravel())
+    return list(dask.persist(*[dask.delayed(bundle, pure=True)(*part) for part in parts]))
+
+
+def partition_sums(part, params, n_classes, fit_intercept, backend="auto"):
     """``(loss, dW, db, weight)`` summed over one partition, with weights not normalised.
 
     Parameters
     ----------
-    X : ndarray or CuPy array of shape (n_rows, n_features)
-    y : ndarray of int, class indices
-    sample_weight : ndarray
+    part : tuple (X, y, sample_weight)
+        The partition's features (NumPy or CuPy), class indices and weights.
     params : tuple (W, b) of NumPy arrays
     n_classes : int
     fit_intercept : bool
@@ -44,12 +60,14 @@ def partition_sums(X, y, sample_weight, params, n_classes, fit_intercept, backen
 
     Returns
     -------
-    tuple (float, ndarray, ndarray, float), on the host
+    tuple (float, ndarray, ndarray, float), on the host, in float64
+        float64 whatever the fit's dtype: the tree adds many partials.
     """
+    X, y, sample_weight = part
     total = float(np.sum(sample_weight))
     W, b = params
     if X.shape[0] == 0 or total == 0:
-        return 0.0, np.zeros_like(W), np.zeros_like(b), total
+        return 0.0, np.zeros(W.shape), np.zeros(b.shape), total
     be = get_backend(backend)
     objective = SoftmaxObjective(
         be,
@@ -62,10 +80,20 @@ def partition_sums(X, y, sample_weight, params, n_classes, fit_intercept, backen
     )
     loss, (dW, db) = objective.loss_grad((be.asarray(W), be.asarray(b)))
     # The objective normalises by this partition's weight; the tree adds raw sums.
-    return loss * total, be.to_host(dW) * total, be.to_host(db) * total, total
+    dW, db = (be.to_host(g).astype(np.float64) * total for g in (dW, db))
+    return loss * total, dW, db, total
+
+
+def partition_squares(part):
+    """``(sum_i w_i x_ij^2, sum_i w_i)`` of one partition: the preconditioner's moments."""
+    X, _, sample_weight = part
+    X = X.astype(np.float64)
+    w = np.asarray(sample_weight, np.float64)
+    return 0.0, (X * X).T @ w, np.zeros(0), float(w.sum())
 
 
 def _add(*partials):
+    """The sum of ``(loss, dW, db, weight)`` tuples, in a new tuple."""
     loss, dW, db, weight = partials[0]
     dW, db = dW.copy(), db.copy()
     for part in partials[1:]:
@@ -91,12 +119,13 @@ class DaskObjective:
 
     It offers what the L-BFGS solver uses: ``loss_grad(params)``, ``backend`` (the
     client's NumPy backend, where the parameters and the solver's history live) and
-    ``dtype``.
+    ``dtype``.  It persists its partitions (see :func:`persisted_partitions`) and
+    holds them for as long as it lives.
 
     Parameters
     ----------
     X : dask.array.Array of shape (n_samples, n_features)
-        One chunk of columns; rows in partitions, ideally persisted on the workers.
+        One chunk of columns; rows in partitions.
     y : dask.array.Array of int
         Class indices, chunked as X's rows.
     sample_weight : dask.array.Array
@@ -109,9 +138,7 @@ class DaskObjective:
     """
 
     def __init__(self, X, y, sample_weight, n_classes, alpha, fit_intercept, dtype, worker_backend="auto"):
-        self.partitions = list(
-            zip(X.to_delayed().ravel(), y.to_delayed().ravel(), sample_weight.to_delayed().ravel())
-        )
+        self.partitions = persisted_partitions(X, y, sample_weight)
         self.n_features = X.shape[1]
         self.n_classes = n_classes
         self.alpha = alpha
@@ -119,19 +146,25 @@ class DaskObjective:
         self.dtype = dtype
         self.worker_backend = worker_backend
         self.backend = get_backend("cpu")
-        self.evaluations = 0
 
     def init_params(self):
         return np.zeros((self.n_features, self.n_classes), self.dtype), np.zeros(self.n_classes, self.dtype)
+
+    def mean_squares(self):
+        """Each feature's weighted mean square over every row (one pass), or None without weight."""
+        _, squares, _, total = tree_sum(
+            [dask.delayed(partition_squares, pure=True)(p) for p in self.partitions]
+        ).compute()
+        return squares / total if total > 0 else None
 
     def graph(self, params):
         """The delayed ``(loss, dW, db, weight)`` sums at ``params``, before computing them."""
         shared = dask.delayed(tuple(np.asarray(p) for p in params), pure=True)
         tasks = [
             dask.delayed(partition_sums, pure=True)(
-                X, y, w, shared, self.n_classes, self.fit_intercept, self.worker_backend
+                part, shared, self.n_classes, self.fit_intercept, self.worker_backend
             )
-            for X, y, w in self.partitions
+            for part in self.partitions
         ]
         return tree_sum(tasks)
 
@@ -139,7 +172,6 @@ class DaskObjective:
         """Return ``loss, (dW, db)`` over every partition, computed on the workers."""
         W, b = params
         loss, dW, db, weight = self.graph(params).compute()
-        self.evaluations += 1
         loss, dW, db = loss / weight, (dW / weight).astype(self.dtype), (db / weight).astype(self.dtype)
         if self.alpha:
             W64 = W.astype(np.float64, copy=False)
