@@ -285,7 +285,7 @@ def cluster_run(workers, args, params, reference):
         },
         "volume_computed": computed_volume(args.features, args.classes, partitions, workers),
         "volume_measured": volume,
-        "data_copies": {"chunks": 3 * partitions, "before": copies[0], "after": copies[1]},
+        "data_copies": {"partitions": partitions, "before": copies[0], "after": copies[1]},
         "client_result_bytes": len(pickle.dumps(result, protocol=5)),
         "tiny_passes": tiny,
         "overhead_fit": fit_overhead(tiny),
@@ -398,14 +398,14 @@ def _volume_lines(runs):
             f"{measured['incoming_bytes_per_pass']:,.0f} B; the client receives {run['client_result_bytes']:,} B "
             "(the result, pickled)"
         )
-        copies = run["data_copies"]  # the scheduler copies a chunk to run its partition's task elsewhere
+        copies = run["data_copies"]  # the scheduler copies a partition to run its task elsewhere
         lines.append(
-            f"  {run['workers']} worker(s): copies of the {copies['chunks']} chunks of X, y and the weights on "
-            f"the workers: {copies['before']} before the passes, {copies['after']} after"
+            f"  {run['workers']} worker(s): copies of the {copies['partitions']} persisted partitions (X, y and "
+            f"the weights, bundled) on the workers: {copies['before']} before the passes, {copies['after']} after"
         )
     lines.append(
-        "  (data partitions: chunks of X, y or the weights copied to another worker to run a partition's task "
-        "there; the computed volume and the model leave them out)"
+        "  (data partitions: a partition copied to another worker to run its task there, as Dask's work "
+        "stealing balances the load; the computed volume and the model leave them out)"
     )
     lines.append(
         "  (the parameters reach their first worker inside the graph the client sends the scheduler; "
