@@ -369,7 +369,7 @@ def _volume_lines(runs):
     lines = [
         "bytes per pass, computed (an upper bound: every edge of the reduction tree counted as a transfer):",
         f"  (W, b) pickled: {first['params_bytes']:,} B, received once by each worker",
-        f"  (loss, dW, db, weight) pickled: {first['partial_bytes']:,} B (dW in the fit's dtype, float32), "
+        f"  (loss, dW, db, weight) pickled: {first['partial_bytes']:,} B (dW in float64, whatever the fit's dtype), "
         f"sent up each of {first['edges']} edges (partitions + adds)",
     ]
     for run in runs:
