@@ -12,7 +12,6 @@ the in-memory ones: they are tested for descent and sanity only.
 """
 
 import threading
-import time
 import warnings
 
 import numpy as np
@@ -130,12 +129,25 @@ def test_minibatch_solvers_average_parameters_and_descend(client, solver):
     assert fitted.score(Xd, yd) > optimum.score(X, y) - 0.05
 
 
-def test_a_worker_killed_mid_fit_is_survived(client):
+def test_a_worker_killed_mid_fit_is_survived(client, monkeypatch):
     X, y = _problem(n=6000, d=20, c=5)
     Xd, yd = _dask(X, y, rows=500)
     params = dict(alpha=1e-4, dtype="float64", tol=0.0, max_iter=60)
     reference = DaskSoftmaxClassifier(**params).fit(Xd, yd)
-    started = time.monotonic()
+    assert reference.n_iter_ >= 10
+    # Kill at the 5th gradient pass, when the partitions are persisted and the fit
+    # has taken steps: the killed worker holds partitions, and passes are running.
+    evaluations, fifth_pass, go_on = [0], threading.Event(), threading.Event()
+    loss_grad = DaskObjective.loss_grad
+
+    def counted(self, params):
+        evaluations[0] += 1
+        if evaluations[0] == 5:
+            fifth_pass.set()
+            go_on.wait(60)
+        return loss_grad(self, params)
+
+    monkeypatch.setattr(DaskObjective, "loss_grad", counted)
     outcome = {}
 
     def fit():
@@ -146,17 +158,50 @@ def test_a_worker_killed_mid_fit_is_survived(client):
 
     thread = threading.Thread(target=fit)
     thread.start()
-    time.sleep(0.5)
-    assert thread.is_alive(), "the fit ended before a worker could be killed"
-    # SIGKILL one worker process: its partitions and running tasks are lost.
+    assert fifth_pass.wait(120), "the fit never reached its 5th pass"
     victim = next(iter(client.cluster.workers.values()))
-    victim.process.process.kill()
+    assert client.has_what()[victim.worker_address], "the worker to kill holds no partition"
+    victim.process.process.kill()  # SIGKILL: its partitions and any running task are lost
+    go_on.set()
     thread.join(timeout=300)
     assert not thread.is_alive()
     assert "error" not in outcome, repr(outcome.get("error"))
+    assert outcome["model"].n_iter_ == reference.n_iter_
     np.testing.assert_allclose(outcome["model"].coef_, reference.coef_, rtol=1e-10, atol=1e-12)
-    assert time.monotonic() - started < 300
     client.wait_for_workers(2, timeout=60)
+
+
+def test_uneven_and_empty_partitions(client):
+    # A filtered DataFrame has partitions of other sizes; labels must stay with their rows.
+    dd = pytest.importorskip("dask.dataframe")
+    pd = pytest.importorskip("pandas")
+    X, y = _problem(n=2000, d=5, c=3)
+    frame = pd.DataFrame(X, columns=[f"f{j}" for j in range(5)]).assign(label=y)
+    kept = frame[frame.f0 > -0.5]
+    params = dict(alpha=1e-2, dtype="float64", tol=1e-8)
+    local = SoftmaxClassifier(backend="cpu", **params).fit(kept.iloc[:, :5].to_numpy(), kept.label.to_numpy())
+    filtered = dd.from_pandas(frame, npartitions=4)
+    filtered = filtered[filtered.f0 > -0.5]
+    fitted = DaskSoftmaxClassifier(**params).fit(filtered[[f"f{j}" for j in range(5)]], filtered["label"])
+    np.testing.assert_allclose(fitted.coef_, local.coef_, rtol=1e-5, atol=1e-7)
+    # Uneven chunks of a Dask array, one of them empty.
+    Xd = da.from_array(X, chunks=((0, 1000, 500, 500), (5,)))
+    yd = da.from_array(y, chunks=700)
+    local = SoftmaxClassifier(backend="cpu", **params).fit(X, y)
+    np.testing.assert_allclose(
+        DaskSoftmaxClassifier(**params).fit(Xd, yd).coef_, local.coef_, rtol=1e-5, atol=1e-7
+    )
+
+
+def test_a_failed_fit_leaves_the_model_as_it_was(client):
+    X, y = _dask(*_problem(n=800))
+    fitted = DaskSoftmaxClassifier(alpha=1e-2).fit(X, y)
+    coef = fitted.coef_.copy()
+    with pytest.raises(ValueError, match="only one class"):
+        fitted.fit(X[:, :5], y * 0)
+    np.testing.assert_array_equal(fitted.coef_, coef)
+    assert fitted.n_features_in_ == 12
+    assert fitted.predict(X).compute().shape == (800,)
 
 
 @pytest.mark.parametrize(
@@ -167,8 +212,9 @@ def test_a_worker_killed_mid_fit_is_survived(client):
         (lambda X, y: (da.where(X > 2.5, np.nan, X), y), ValueError, "NaN or infinity"),
         (lambda X, y: (X, y * 0), ValueError, "only one class"),
         (lambda X, y: (X, y + 0.5 * (y == 1)), ValueError, "Unknown label type"),
+        (lambda X, y: (X[:0], y[:0]), ValueError, "is empty"),
     ],
-    ids=["numpy-X", "short-y", "nan", "one-class", "continuous-y"],
+    ids=["numpy-X", "short-y", "nan", "one-class", "continuous-y", "empty"],
 )
 def test_bad_input_is_refused(client, change, error, message):
     X, y = _dask(*_problem(n=800))
@@ -185,3 +231,7 @@ def test_unsupported_options_are_refused(client):
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="sample_weight must be non-negative"):
             DaskSoftmaxClassifier().fit(X, y, sample_weight=-da.ones(len(y), chunks=400))
+    with pytest.raises(ValueError, match="class weights must be finite and non-negative"):
+        DaskSoftmaxClassifier(class_weight={0: -1.0}).fit(X, y)
+    with pytest.raises(ValueError, match="sums to zero"):
+        DaskSoftmaxClassifier(class_weight=dict.fromkeys(range(4), 0.0)).fit(X, y)

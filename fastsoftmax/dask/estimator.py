@@ -20,6 +20,9 @@ on the workers (NaN or inf raises ``ValueError`` naming the partition).  Nothing
 gathered on the client but parameters, gradients and per-partition scalars.
 """
 
+import math
+import numbers
+
 import dask
 import dask.array as da
 import numpy as np
@@ -27,7 +30,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
-from ..estimator import SoftmaxClassifier
+from ..estimator import SoftmaxClassifier, _all_or_nothing
 from ..params import validate_params
 from ..progress import Progress
 from ..scaling import preconditioner_from_mean_squares
@@ -156,6 +159,7 @@ class DaskSoftmaxClassifier(SoftmaxClassifier):
     def partial_fit(self):
         raise AttributeError("partial_fit is not available on Dask; fit runs minibatch epochs on the workers")
 
+    @_all_or_nothing
     def fit(self, X, y, sample_weight=None):
         """Fit on Dask collections; see :class:`DaskSoftmaxClassifier`.
 
@@ -174,6 +178,9 @@ class DaskSoftmaxClassifier(SoftmaxClassifier):
             if getattr(self, option):
                 raise ValueError(f"{option}=True is not supported by fastsoftmax.dask")
         dtype = check_dtype(self.dtype)
+        self._record_feature_names(X)
+        if hasattr(X, "columns"):
+            X = X.astype(dtype)  # bool and nullable pandas columns too, as in memory
         X, y, sample_weight = self._dask_training_data(X, y, sample_weight, dtype)
         classes = np.unique(da.unique(y).compute())
         check_classification_targets(classes)  # continuous or NaN labels are refused, as in memory
@@ -228,15 +235,19 @@ class DaskSoftmaxClassifier(SoftmaxClassifier):
         if X.dtype.kind not in "fiub":
             raise ValueError(f"X must hold real numbers, got dtype {X.dtype}")
         # One chunk of columns; y and the weights chunked as X's rows.
+        if X.shape[0] == 0 or X.shape[1] == 0:
+            raise ValueError(f"X of shape {X.shape} is empty; need at least one sample and one feature")
+        # One chunk of columns; y and the weights cut exactly as X's rows, however uneven
+        # (a filtered DataFrame's partitions are).
         X = X.rechunk({1: -1}).astype(dtype)
-        y = y.rechunk(X.chunks[0])
+        y = y.rechunk({0: X.chunks[0]})
         X = X.map_blocks(_finite, dtype=dtype)
         if sample_weight is not None:
-            sample_weight = _as_dask_array(sample_weight, "sample_weight").rechunk(X.chunks[0])
+            sample_weight = _as_dask_array(sample_weight, "sample_weight")
             if sample_weight.shape != (X.shape[0],):
                 raise ValueError(f"sample_weight must have shape ({X.shape[0]},), got {sample_weight.shape}")
+            sample_weight = sample_weight.rechunk({0: X.chunks[0]})
         self.n_features_in_ = X.shape[1]
-        self.__dict__.pop("feature_names_in_", None)
         return X, y, sample_weight
 
     def _dask_weights(self, sample_weight, y_idx, classes, X, dtype):
@@ -265,8 +276,15 @@ class DaskSoftmaxClassifier(SoftmaxClassifier):
                     raise ValueError(
                         f"class_weight names labels {sorted(map(str, unknown))} that are not in y"
                     )
+                for label, weight in self.class_weight.items():
+                    if not (isinstance(weight, numbers.Real) and np.isfinite(weight) and weight >= 0):
+                        raise ValueError(
+                            f"class_weight[{label!r}] = {weight!r}; class weights must be finite and non-negative"
+                        )
                 per_class = np.array([float(self.class_weight.get(c, 1.0)) for c in classes.tolist()])
             sw = sw * y_idx.map_blocks(_per_row, values=per_class, dtype=np.float64)
+            if not sw.sum().compute() > 0:
+                raise ValueError("sample_weight times class_weight sums to zero; no sample carries weight")
         return sw.astype(dtype)
 
     def _fit_lbfgs(self, objective):
@@ -330,11 +348,27 @@ class DaskSoftmaxClassifier(SoftmaxClassifier):
                 loss, W, b, weight = tree_sum(tasks).compute()
                 run.params = ((W / weight).astype(dtype), (b / weight).astype(dtype))
                 if run.first_loss is None:
-                    run.first_loss = loss / weight
+                    run.first_loss = math.log(objective.n_classes)  # the zero start's loss, as in memory
                 end_epoch(run, state, config, loss / weight, None, lr, self.tol, True, progress)
         converged = run.stopped is not None
         message = run.stopped or f"reached max_iter={self.max_iter}"
         return run.params, run.epochs_run, run.loss_curve, converged, message
+
+    def _record_feature_names(self, X):
+        columns = getattr(X, "columns", None)
+        if columns is not None and len(columns) and all(isinstance(c, str) for c in columns):
+            self.feature_names_in_ = np.asarray(list(columns), dtype=object)
+        else:
+            self.__dict__.pop("feature_names_in_", None)
+
+    def _check_feature_names(self, X):
+        fitted = getattr(self, "feature_names_in_", None)
+        columns = getattr(X, "columns", None)
+        if fitted is not None and columns is not None and list(columns) != fitted.tolist():
+            raise ValueError(
+                f"X has columns {list(columns)}, but the model was fitted with {fitted.tolist()}; "
+                "the feature names must match those seen in fit, in order"
+            )
 
     def _worker_backend(self):
         return self.backend if isinstance(self.backend, str) else "auto"
@@ -343,6 +377,9 @@ class DaskSoftmaxClassifier(SoftmaxClassifier):
     def _map_partitions(self, X, method, width, dtype):
         """``method`` of an in-memory copy of this model, on every partition of ``X``."""
         check_is_fitted(self, "coef_")
+        self._check_feature_names(X)
+        if hasattr(X, "columns"):
+            X = X.astype(self.coef_.dtype)
         X = _as_dask_array(X, "X")
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise ValueError(

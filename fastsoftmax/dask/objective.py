@@ -41,7 +41,11 @@ def persisted_partitions(X, y, sample_weight):
     on one.  A worker lost later loses its bundles, and Dask recomputes them from
     their graph.
     """
-    parts = zip(X.to_delayed().ravel(), y.to_delayed().ravel(), sample_weight.to_delayed().ravel())
+    if not (X.chunks[0] == y.chunks[0] == sample_weight.chunks[0]):
+        raise ValueError("X, y and sample_weight must be cut into the same row partitions")
+    parts = zip(
+        X.to_delayed().ravel(), y.to_delayed().ravel(), sample_weight.to_delayed().ravel(), strict=True
+    )
     return list(dask.persist(*[dask.delayed(bundle, pure=True)(*part) for part in parts]))
 
 
