@@ -545,9 +545,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             solver=self.solver, backend=get_backend(self.backend).name, update=update, rng=rng
         )
 
-    def _run_solver(self, train, params0, validation, state, *, stop_early, max_iter=None, **solver_options):
-        solver = get_solver(self.solver)
-        config = MinibatchConfig(
+    def _minibatch_config(self):
+        return MinibatchConfig(
             batch_size=self.batch_size,
             learning_rate=self.learning_rate,
             learning_rate_init=self.learning_rate_init,
@@ -556,6 +555,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             shuffle=self.shuffle,
             schedule_epochs=self.max_iter,
         )
+
+    def _run_solver(self, train, params0, validation, state, *, stop_early, max_iter=None, **solver_options):
+        solver = get_solver(self.solver)
+        config = self._minibatch_config()
         result = solver(
             train,
             params0,

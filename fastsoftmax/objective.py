@@ -158,14 +158,7 @@ class SoftmaxObjective:
         )
         if step < first:
             self.rows_that_fit = step
-        if self.alpha:
-            # In float64: squares of float32 weights beyond 1.8e19 would overflow.
-            W64 = W.astype(np.float64, copy=False)
-            loss += 0.5 * self.alpha * float((W64 * W64).sum())
-            dW += self.alpha * W
-        if not self.fit_intercept:
-            db[...] = 0
-        return float(loss), (dW, db)
+        return add_penalty(loss, dW, db, W, self.alpha, self.fit_intercept)
 
     def _data_term(self, X, y, scale, W, b, step, show_bar):
         """``loss, dW, db`` of the data term over ``X``, from zero sums, in chunks of at most ``step`` rows."""
@@ -236,6 +229,20 @@ class SoftmaxObjective:
         on_backend = self.backend.asarray(rows)
         X = self.X[on_backend if is_device_array(self.X) else rows]
         return X, self.y[on_backend], self.sample_weight[on_backend]
+
+
+def add_penalty(loss, dW, db, W, alpha, fit_intercept):
+    """``loss, (dW, db)`` of the data term completed: the L2 term added, the intercept's gradient
+    zeroed without an intercept (``dW`` and ``db`` are updated in place).
+    """
+    if alpha:
+        # In float64: squares of float32 weights beyond 1.8e19 would overflow.
+        W64 = W.astype(np.float64, copy=False)
+        loss += 0.5 * alpha * float((W64 * W64).sum())
+        dW += alpha * W
+    if not fit_intercept:
+        db[...] = 0
+    return float(loss), (dW, db)
 
 
 def loss_and_grad(X, y, W, b=None, sample_weight=None, alpha=0.0, backend="auto"):

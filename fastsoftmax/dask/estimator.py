@@ -37,7 +37,7 @@ from ..scaling import preconditioner_from_mean_squares
 from ..solvers import UPDATE_RULES, MinibatchConfig, lbfgs
 from ..solvers.minibatch import MinibatchRun, MinibatchState, end_epoch, learning_rate_at, minibatch
 from ..validation import check_dtype
-from .objective import DaskObjective, partition_sums, tree_sum
+from .objective import DaskObjective, partition_objective, partition_sums, tree_sum
 
 
 def _as_dask_array(a, name):
@@ -77,24 +77,14 @@ def partition_epoch(part, params, n_classes, options, seed):
     Returns ``(loss * weight, W * weight, b * weight, weight)`` so that the reduction
     tree of :func:`tree_sum` averages the parameters, weighted by partition weight.
     """
-    from ..backends import get_backend
-    from ..objective import SoftmaxObjective
-
-    X, y, sample_weight = part
-    weight = float(np.sum(sample_weight))
     W, b = params
-    if X.shape[0] == 0 or weight == 0:
+    weight = float(np.sum(part[2]))
+    if part[0].shape[0] == 0 or weight == 0:
         return 0.0, np.zeros(W.shape), np.zeros(b.shape), 0.0
-    be = get_backend(options["backend"])
-    objective = SoftmaxObjective(
-        be,
-        be.resident(X),
-        be.asarray(y),
-        be.asarray(sample_weight, W.dtype),
-        n_classes,
-        options["alpha"],
-        options["fit_intercept"],
+    objective = partition_objective(
+        part, W.dtype, n_classes, options["alpha"], options["fit_intercept"], options["backend"]
     )
+    be = objective.backend
     state = MinibatchState(
         solver=options["solver"],
         backend=be.name,
@@ -307,15 +297,7 @@ class DaskSoftmaxClassifier(SoftmaxClassifier):
     def _fit_averaged(self, objective):
         """Minibatch epochs on every partition, parameters averaged after each."""
         partitions, dtype = objective.partitions, objective.dtype
-        config = MinibatchConfig(
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            learning_rate_init=self.learning_rate_init,
-            power_t=self.power_t,
-            n_iter_no_change=self.n_iter_no_change,
-            shuffle=self.shuffle,
-            schedule_epochs=self.max_iter,
-        )
+        config = self._minibatch_config()
         update = (
             {"momentum": self.momentum, "nesterov": self.nesterov}
             if self.solver == "sgd"

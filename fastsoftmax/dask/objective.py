@@ -22,7 +22,7 @@ import dask
 import numpy as np
 
 from ..backends import get_backend
-from ..objective import SoftmaxObjective
+from ..objective import SoftmaxObjective, add_penalty
 
 # Partials added per task of the reduction tree (Dask's own default for reductions).
 SPLIT_EVERY = 8
@@ -49,6 +49,15 @@ def persisted_partitions(X, y, sample_weight):
     return list(dask.persist(*[dask.delayed(bundle, pure=True)(*part) for part in parts]))
 
 
+def partition_objective(part, dtype, n_classes, alpha, fit_intercept, backend):
+    """The single-machine objective over one partition, on the worker's ``backend``."""
+    X, y, sample_weight = part
+    be = get_backend(backend)
+    return SoftmaxObjective(
+        be, be.resident(X), be.asarray(y), be.asarray(sample_weight, dtype), n_classes, alpha, fit_intercept
+    )
+
+
 def partition_sums(part, params, n_classes, fit_intercept, backend="auto"):
     """``(loss, dW, db, weight)`` summed over one partition, with weights not normalised.
 
@@ -67,21 +76,12 @@ def partition_sums(part, params, n_classes, fit_intercept, backend="auto"):
     tuple (float, ndarray, ndarray, float), on the host, in float64
         float64 whatever the fit's dtype: the tree adds many partials.
     """
-    X, y, sample_weight = part
-    total = float(np.sum(sample_weight))
     W, b = params
-    if X.shape[0] == 0 or total == 0:
+    total = float(np.sum(part[2]))
+    if part[0].shape[0] == 0 or total == 0:
         return 0.0, np.zeros(W.shape), np.zeros(b.shape), total
-    be = get_backend(backend)
-    objective = SoftmaxObjective(
-        be,
-        be.resident(X),
-        be.asarray(y),
-        be.asarray(sample_weight, W.dtype),
-        n_classes,
-        0.0,
-        fit_intercept,
-    )
+    objective = partition_objective(part, W.dtype, n_classes, 0.0, fit_intercept, backend)
+    be = objective.backend
     loss, (dW, db) = objective.loss_grad((be.asarray(W), be.asarray(b)))
     # The objective normalises by this partition's weight; the tree adds raw sums.
     dW, db = (be.to_host(g).astype(np.float64) * total for g in (dW, db))
@@ -174,13 +174,6 @@ class DaskObjective:
 
     def loss_grad(self, params):
         """Return ``loss, (dW, db)`` over every partition, computed on the workers."""
-        W, b = params
         loss, dW, db, weight = self.graph(params).compute()
-        loss, dW, db = loss / weight, (dW / weight).astype(self.dtype), (db / weight).astype(self.dtype)
-        if self.alpha:
-            W64 = W.astype(np.float64, copy=False)
-            loss += 0.5 * self.alpha * float((W64 * W64).sum())
-            dW += self.alpha * W
-        if not self.fit_intercept:
-            db[...] = 0
-        return float(loss), (dW, db)
+        dW, db = (dW / weight).astype(self.dtype), (db / weight).astype(self.dtype)
+        return add_penalty(loss / weight, dW, db, params[0], self.alpha, self.fit_intercept)
