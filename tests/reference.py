@@ -101,3 +101,16 @@ def make_problem(n_samples, n_features, n_classes, dtype, seed, peaked=False):
     u = rng.random((n_samples, 1))
     y = np.minimum((P.cumsum(axis=1) < u).sum(axis=1), n_classes - 1).astype(np.intp)
     return X, y, W, b
+
+
+def skip_float64_in_simulator(backend, dtype):
+    """Skip a float64 case on the simulated CUDA backend.
+
+    The simulator computes the kernels mostly in Python floats (float64) whatever the
+    dtype, so a float64 case there repeats the float32 one at its cost; float64 runs
+    on the CPU and on a GPU.
+    """
+    if getattr(backend, "simulated", False) and dtype == np.float64:
+        import pytest
+
+        pytest.skip("the float32 case covers the simulated kernels; float64 runs on the CPU and a GPU")

@@ -50,11 +50,11 @@ def npy_problem(tmp_path):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_lbfgs_on_a_source_takes_the_in_memory_steps(backend, tmp_path):
-    # Few rows: the CUDA simulator runs each GPU thread in Python.  Five L-BFGS
+    # Few rows: the CUDA simulator runs each GPU thread in Python.  Three L-BFGS
     # iterations (tol=0) on both, so that the two fits must take the same steps.
-    X, y, sw = problem(n_samples=45)
+    X, y, sw = problem(n_samples=30)
     np.save(tmp_path / "X.npy", X)
-    params = dict(alpha=1e-2, dtype="float64", tol=0.0, max_iter=5, backend=backend)
+    params = dict(alpha=1e-2, dtype="float64", tol=0.0, max_iter=3, backend=backend)
     with pytest.warns(Warning, match="did not converge"):
         in_memory = SoftmaxClassifier(**params).fit(X, y, sample_weight=sw)
     with pytest.warns(Warning, match="did not converge"):
