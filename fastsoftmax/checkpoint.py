@@ -2,8 +2,9 @@
 
 A checkpoint is a ``.npz`` archive (uncompressed, whatever its file name) with one
 JSON document ``metadata`` and the solver's arrays.  The metadata names the format,
-the *context* of the fit -- hyper-parameters, data shape, classes, dtype and a
-SHA-256 digest of the labels and weights -- and the solver's scalars (counters,
+the *context* of the fit -- hyper-parameters, data shape and layout (in memory, or a
+source's chunk boundaries), classes, dtype and a SHA-256 digest of the labels and
+weights -- and the solver's scalars (counters,
 loss curves, random generator positions).  A resume checks the context against the
 fit it is asked to continue and refuses a checkpoint of another problem.
 
