@@ -438,32 +438,34 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     def _combined_weight(self, sample_weight, classes, y_idx, n_samples, dtype):
         sw = check_sample_weight(to_host(sample_weight), n_samples, np.float64)
         if self.class_weight is not None:
-            unknown = (
-                set(self.class_weight) - set(classes.tolist())
-                if isinstance(self.class_weight, dict)
-                else set()
+            per_class = self._per_class_weight(
+                classes, lambda: np.bincount(y_idx, weights=sw, minlength=len(classes))
             )
-            if unknown:
-                raise ValueError(f"class_weight names labels {sorted(map(str, unknown))} that are not in y")
-            if isinstance(self.class_weight, dict):
-                for label, weight in self.class_weight.items():
-                    if not (isinstance(weight, numbers.Real) and np.isfinite(weight) and weight >= 0):
-                        raise ValueError(
-                            f"class_weight[{label!r}] = {weight!r}; class weights must be finite and non-negative"
-                        )
-            if self.class_weight == "balanced":
-                # scikit-learn >= 1.7's "balanced": class counts weighted by sample_weight,
-                # so an integer weight k still equals k repeated rows.
-                counts = np.bincount(y_idx, weights=sw, minlength=len(classes))
-                per_class = np.divide(
-                    sw.sum(), len(classes) * counts, out=np.ones(len(classes)), where=counts > 0
-                )
-            else:
-                per_class = np.array([float(self.class_weight.get(c, 1.0)) for c in classes.tolist()])
             sw = sw * per_class[y_idx]
             if not sw.any():
                 raise ValueError("sample_weight times class_weight sums to zero; no sample carries weight")
         return sw.astype(dtype)
+
+    def _per_class_weight(self, classes, weighted_counts):
+        """``class_weight`` as one checked weight per class, in ``classes`` order.
+
+        ``weighted_counts()`` returns the sample weight summed per class; it is called
+        (a pass over the labels) only for "balanced".
+        """
+        if self.class_weight == "balanced":
+            # scikit-learn >= 1.7's "balanced": class counts weighted by sample_weight,
+            # so an integer weight k still equals k repeated rows.
+            counts = weighted_counts()
+            return np.divide(counts.sum(), len(classes) * counts, out=np.ones(len(classes)), where=counts > 0)
+        unknown = set(self.class_weight) - set(classes.tolist())
+        if unknown:
+            raise ValueError(f"class_weight names labels {sorted(map(str, unknown))} that are not in y")
+        for label, weight in self.class_weight.items():
+            if not (isinstance(weight, numbers.Real) and np.isfinite(weight) and weight >= 0):
+                raise ValueError(
+                    f"class_weight[{label!r}] = {weight!r}; class weights must be finite and non-negative"
+                )
+        return np.array([float(self.class_weight.get(c, 1.0)) for c in classes.tolist()])
 
     def _objectives(self, backend, X, y_idx, sw, n_classes, rng):
         """Training objective, and a validation objective with early stopping."""

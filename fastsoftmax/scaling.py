@@ -98,7 +98,7 @@ def _weighted_squares(X, weights):
         # The first chunks, one at a time: no read-ahead past what is needed.
         for index, chunk in source.iter_features(range(source.n_chunks), X.dtype, prefetch=False):
             lo, hi = source.bounds[index]
-            squares += _squares(chunk, weights[lo:hi])
+            squares += column_squares(chunk, weights[lo:hi])
             total += weights[lo:hi].sum()
             seen += hi - lo
             if seen >= SAMPLE_ROWS:
@@ -117,14 +117,16 @@ def _weighted_squares(X, weights):
         if device:
             import cupy
 
-            squares += to_host(_squares(X[cupy.asarray(block)], cupy.asarray(weights[block])))
+            squares += to_host(column_squares(X[cupy.asarray(block)], cupy.asarray(weights[block])))
         else:
-            squares += _squares(X[block], weights[block])
+            squares += column_squares(X[block], weights[block])
     return squares, weights[rows].sum()
 
 
-def _squares(X, w):
+def column_squares(X, w):
     """``X.T**2 @ w`` in float64, for dense or CSR X (NumPy or CuPy), a block of rows at a time."""
+    if X.shape[0] == 0:
+        return np.zeros(X.shape[1])
     total = 0
     for start in range(0, X.shape[0], _BLOCK_ROWS):
         block = X[start : start + _BLOCK_ROWS].astype(np.float64)

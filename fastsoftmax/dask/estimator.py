@@ -21,7 +21,6 @@ gathered on the client but parameters, gradients and per-partition scalars.
 """
 
 import math
-import numbers
 
 import dask
 import dask.array as da
@@ -254,24 +253,9 @@ class DaskSoftmaxClassifier(SoftmaxClassifier):
             if total <= 0:
                 raise ValueError("sample_weight sums to zero; at least one sample must carry weight")
         if self.class_weight is not None:
-            if self.class_weight == "balanced":
-                counts = da.bincount(y_idx, weights=sw, minlength=len(classes)).compute()
-                total = counts.sum()
-                per_class = np.divide(
-                    total, len(classes) * counts, out=np.ones(len(classes)), where=counts > 0
-                )
-            else:
-                unknown = set(self.class_weight) - set(classes.tolist())
-                if unknown:
-                    raise ValueError(
-                        f"class_weight names labels {sorted(map(str, unknown))} that are not in y"
-                    )
-                for label, weight in self.class_weight.items():
-                    if not (isinstance(weight, numbers.Real) and np.isfinite(weight) and weight >= 0):
-                        raise ValueError(
-                            f"class_weight[{label!r}] = {weight!r}; class weights must be finite and non-negative"
-                        )
-                per_class = np.array([float(self.class_weight.get(c, 1.0)) for c in classes.tolist()])
+            per_class = self._per_class_weight(
+                classes, lambda: da.bincount(y_idx, weights=sw, minlength=len(classes)).compute()
+            )
             sw = sw * y_idx.map_blocks(_per_row, values=per_class, dtype=np.float64)
             if not sw.sum().compute() > 0:
                 raise ValueError("sample_weight times class_weight sums to zero; no sample carries weight")

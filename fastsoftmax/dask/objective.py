@@ -23,6 +23,7 @@ import numpy as np
 
 from ..backends import get_backend
 from ..objective import SoftmaxObjective, add_penalty
+from ..scaling import column_squares
 
 # Partials added per task of the reduction tree (Dask's own default for reductions).
 SPLIT_EVERY = 8
@@ -91,9 +92,8 @@ def partition_sums(part, params, n_classes, fit_intercept, backend="auto"):
 def partition_squares(part):
     """``(sum_i w_i x_ij^2, sum_i w_i)`` of one partition: the preconditioner's moments."""
     X, _, sample_weight = part
-    X = X.astype(np.float64)
     w = np.asarray(sample_weight, np.float64)
-    return 0.0, (X * X).T @ w, np.zeros(0), float(w.sum())
+    return 0.0, column_squares(X, w), np.zeros(0), float(w.sum())
 
 
 def _add(*partials):

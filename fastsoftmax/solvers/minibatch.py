@@ -236,7 +236,8 @@ def minibatch(
     with Progress(max_iter, "epoch", verbose > 0) as progress:
         while run.stopped is None and run.epochs_run < max_iter:
             lr = learning_rate_at(config, state, max_iter)
-            epoch_rng = copy.deepcopy(state.rng)
+            # The generator as the epoch begins, for checkpoints to redraw its order.
+            epoch_rng = copy.deepcopy(state.rng) if checkpoint is not None else None
             batches = objective.minibatches(state.rng, batch_size, config.shuffle, skip=run.batches_done)
             for batch in batches:
                 loss, grads = objective.loss_grad(run.params, batch)
