@@ -18,7 +18,6 @@ y : integer class indices in [0, n_classes).  ``scale`` is the per-row factor
 Parameters travel as a pair ``(W, b)`` of backend arrays.
 """
 
-import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -237,14 +236,9 @@ def add_penalty(loss, dW, db, W, alpha, fit_intercept):
     zeroed without an intercept (``dW`` and ``db`` are updated in place).
     """
     if alpha:
-        # Summed in float64; the squares themselves overflow float32 only for weights
-        # beyond 1.8e19, and only then is W copied to float64 (this runs every step).
-        with np.errstate(over="ignore"):  # the overflow is caught just below
-            squares = float((W * W).sum(dtype=np.float64))
-        if not math.isfinite(squares):
-            W64 = W.astype(np.float64)
-            squares = float((W64 * W64).sum())
-        loss += 0.5 * alpha * squares
+        # In float64: squares of float32 weights beyond 1.8e19 would overflow.
+        W64 = W.astype(np.float64, copy=False)
+        loss += 0.5 * alpha * float((W64 * W64).sum())
         dW += alpha * W
     if not fit_intercept:
         db[...] = 0
